@@ -1,0 +1,1 @@
+"""The HTTP API: ingestion, queries and auth over the database the workers fill."""

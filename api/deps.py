@@ -1,0 +1,104 @@
+"""Request dependencies: settings, the request's transaction, the caller's tenant, pagination."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Query, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from callpulse.settings import Settings, get_settings
+from db.models import Tenant
+from db.queries.tenants import tenant_for_key
+from db.session import transaction
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session() -> Iterator[Session]:
+    """The request's unit of work: commit after the handler, roll back if anything raised.
+
+    Query functions never commit; a handler commits itself only where something must follow the
+    commit (enqueueing, deleting files), and then says so."""
+    with transaction() as session:
+        yield session
+
+
+# scope="function": the commit runs when the handler returns, *before* the response is sent, so a
+# failed commit becomes an error response instead of a success for data that was never stored.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: <API key>")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_tenant(
+    session: SessionDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Tenant:
+    key = api_key or (bearer.credentials if bearer is not None else None)
+    if not key:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    tenant = tenant_for_key(session, key)
+    if tenant is None:
+        # One answer for unknown and revoked keys: the difference is of no use to a caller.
+        raise _unauthorized("invalid or revoked API key")
+    return tenant
+
+
+TenantDep = Annotated[Tenant, Depends(current_tenant)]
+
+
+def validation_error(
+    where: tuple[str, ...], message: str, kind: str = "value_error"
+) -> RequestValidationError:
+    """A 422 in the same shape FastAPI gives for its own parameter checks."""
+    return RequestValidationError([{"loc": where, "msg": message, "type": kind}])
+
+
+# Cursors are opaque to clients: url-safe base64 of "<created_at ISO>|<id>" of the page's last row.
+def encode_cursor(created_at: datetime, recording_id: uuid.UUID) -> str:
+    raw = f"{created_at.isoformat()}|{recording_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
+        created_text, id_text = raw.split("|")
+        created_at = datetime.fromisoformat(created_text)
+        if created_at.tzinfo is None:  # we only ever write offsets; this cursor was not ours
+            raise ValueError("cursor time without offset")
+        return created_at, uuid.UUID(id_text)
+    except ValueError as exc:  # binascii.Error and UnicodeDecodeError are ValueErrors too
+        raise validation_error(("query", "cursor"), "invalid cursor: pass next_cursor back unchanged",
+                               "cursor_invalid") from exc
+
+
+@dataclass(frozen=True)
+class Page:
+    limit: int
+    after: tuple[datetime, uuid.UUID] | None
+
+
+def page_params(
+    limit: Annotated[int, Query(ge=1, le=200, description="Items per page.")] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="next_cursor of the previous page.")]
+    = None,
+) -> Page:
+    return Page(limit=limit, after=decode_cursor(cursor) if cursor else None)
+
+
+PageDep = Annotated[Page, Depends(page_params)]

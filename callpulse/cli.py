@@ -1,0 +1,230 @@
+"""`callpulse` command line: embedded analysis, server processes and admin commands.
+
+Machine-readable results go to stdout; progress and logs go to stderr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from callpulse import __version__
+from callpulse.settings import get_settings
+
+BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
+
+
+def _apply_model_overrides(args: argparse.Namespace) -> None:
+    """Options win over CALLPULSE_* variables; exporting them also reaches worker child processes."""
+    for option, env in (("backend", "MODEL_BACKEND"), ("model_path", "MODEL_PATH"), ("device", "DEVICE"),
+                        ("database_url", "DATABASE_URL")):
+        value = getattr(args, option, None)
+        if value:
+            os.environ[f"CALLPULSE_{env}"] = str(value)
+    get_settings.cache_clear()
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS, help="emotion backend (default: CALLPULSE_MODEL_BACKEND "
+                   "or 'embedded')")
+    p.add_argument("--model-path", help="local checkpoint directory for non-embedded backends")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CALLPULSE_DEVICE or cpu)")
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip().lower() for part in value.split(",") if part.strip()]
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from callpulse.local import analyze_files, format_table
+
+    _apply_model_overrides(args)
+    missing = [f for f in args.files if not Path(f).is_file()]
+    if missing:
+        print(f"callpulse analyze: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    channel_roles = {i: role for i, role in enumerate(_csv(args.roles))} if args.roles else {}
+    failures = 0
+    for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
+                                get_settings(), show_progress=not args.quiet):
+        failures += result.get("status") != "done"
+        if args.format == "json":
+            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+        else:
+            sys.stdout.write(format_table(result) + "\n")
+        sys.stdout.flush()
+    return 1 if failures else 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from db.migrate import upgrade
+
+    _apply_model_overrides(args)
+    url = get_settings().resolved_database_url
+    if url.startswith("sqlite"):
+        get_settings().data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    print(f"database at revision head ({url.split('@')[-1]})", file=sys.stderr)
+    return 0
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
+                proxy_headers=True, log_level="info")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _apply_model_overrides(args)
+    from worker.celery_app import QUEUES, app
+
+    queues = _csv(args.queues)
+    unknown = sorted(set(queues) - set(QUEUES))
+    if unknown:
+        print(f"callpulse worker: unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}",
+              file=sys.stderr)
+        return 2
+    argv = ["worker", "-Q", ",".join(queues), "--loglevel", args.loglevel, "-n", args.name]
+    if args.concurrency:
+        argv += ["--concurrency", str(args.concurrency)]
+    if args.pool:
+        argv += ["--pool", args.pool]
+    if args.beat:
+        argv.append("--beat")
+    app.worker_main(argv=argv)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from worker import stages
+    from worker.tasks import enqueue
+
+    followups = stages.sweep(get_settings())
+    enqueue(followups)
+    print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
+                      "completed": len(followups.completed)}))
+    return 0
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    from db.queries.tenants import TenantExists, create_tenant
+    from db.session import transaction
+
+    try:
+        with transaction() as s:
+            tenant = create_tenant(s, args.name, _csv(args.analyzed_roles),
+                                   analyze_unknown_roles=not args.skip_unknown_roles)
+            tenant_id = tenant.id
+    except TenantExists as exc:
+        print(f"callpulse tenants create: {exc}", file=sys.stderr)
+        return 1
+    print(f"created tenant {args.name}", file=sys.stderr)
+    print(tenant_id)
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from db.queries.tenants import create_api_key, get_tenant_by_name
+    from db.session import transaction
+
+    with transaction() as s:
+        tenant = get_tenant_by_name(s, args.tenant)
+        if tenant is None:
+            print(f"callpulse keys create: no tenant named '{args.tenant}'", file=sys.stderr)
+            return 1
+        _, key = create_api_key(s, tenant.id, args.name)
+    print(f"created API key for tenant {args.tenant} (shown once; store it now)", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_train(argv: list[str]) -> int:
+    from worker.pipeline.emotion.training import main as train_main
+
+    return train_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="callpulse", description="Self-hosted emotion analytics for "
+                                     "contact-center recordings.")
+    parser.add_argument("--version", action="version", version=f"callpulse {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="analyze recordings in-process (no servers; SQLite by default)",
+                       description="Run the whole pipeline in this process on one or more files (the model "
+                       "is loaded once) and print each timeline with its reasons. Results are stored in "
+                       "CALLPULSE_DATABASE_URL, by default a SQLite file under CALLPULSE_DATA_DIR.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="wav, mp3, m4a/aac, ogg/opus, flac, mp4, webm")
+    p.add_argument("--roles", help="speaker role per channel, in channel order, e.g. 'agent,customer' "
+                   "for a stereo call; without it every channel's role is 'unknown'")
+    p.add_argument("--analyze-roles", default="customer,unknown",
+                   help="roles that get emotion inference (default: customer,unknown); others keep their "
+                   "segments with the reason they were skipped")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table for people; json prints JSON Lines, one object per input file")
+    p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("migrate", help="upgrade the database schema to the newest Alembic revision")
+    p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("api", help="serve the HTTP API (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker on the given queues")
+    p.add_argument("--queues", default="ingest,infer,rules,notify",
+                   help="comma list among ingest,infer,rules,notify (default: all)")
+    p.add_argument("--concurrency", type=int, help="worker processes (default: CPU count)")
+    p.add_argument("--pool", choices=("prefork", "solo", "threads"), help="Celery pool (default prefork)")
+    p.add_argument("--beat", action="store_true", help="also run the periodic sweep of stuck recordings")
+    p.add_argument("--name", default="callpulse@%h", help="worker node name")
+    p.add_argument("--loglevel", default="INFO")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sweep", help="re-enqueue recordings stuck in a non-final state, once")
+    p.set_defaults(func=cmd_sweep)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
+    p = tenants.add_parser("create", help="create a tenant; prints its id alone on the last line")
+    p.add_argument("name")
+    p.add_argument("--analyzed-roles", default="customer",
+                   help="roles that get emotion inference (default: customer)")
+    p.add_argument("--skip-unknown-roles", action="store_true",
+                   help="do not analyze speakers whose role is unknown (mono calls)")
+    p.set_defaults(func=cmd_tenants_create)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    p = keys.add_parser("create", help="create an API key; prints the key alone on the last line")
+    p.add_argument("--tenant", required=True, help="tenant name")
+    p.add_argument("--name", default="", help="a label for the key")
+    p.set_defaults(func=cmd_keys_create)
+
+    sub.add_parser("train", add_help=False,
+                   help="train and evaluate the embedded emotion model (see 'callpulse train --help')")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[:1] == ["train"]:
+        return cmd_train(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""Embedded mode: the same pipeline stages the workers run, called in-process with no servers."""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from api.schemas import Timeline
+from callpulse.settings import Settings
+from db.migrate import upgrade
+from db.models import Recording, RecordingStatus
+from db.queries.recordings import timeline as timeline_rows
+from db.queries.tenants import get_or_create_tenant
+from db.session import transaction
+from worker import runtime, stages
+from worker.pipeline import decode
+
+LOCAL_TENANT = "local"
+
+
+class Progress:
+    """One status line per file on stderr; rewritten in place on a terminal."""
+
+    def __init__(self, enabled: bool, total_files: int) -> None:
+        self.enabled = enabled
+        self.total_files = total_files
+        self.tty = sys.stderr.isatty()
+
+    def update(self, n: int, name: str, text: str, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        line = f"[{n}/{self.total_files}] {name}: {text}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
+        elif final or "segments" not in text:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def analyze_files(
+    paths: list[Path],
+    channel_roles: dict[int, str],
+    analyzed_roles: list[str],
+    settings: Settings,
+    show_progress: bool = True,
+) -> Iterator[dict[str, Any]]:
+    """Analyze each file in turn and yield its timeline (the API's timeline fields plus `file`)."""
+    if settings.resolved_database_url.startswith("sqlite"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    with transaction() as s:
+        tenant = get_or_create_tenant(s, LOCAL_TENANT)
+        # The embedded mode's policy is this run's options; recorded on the tenant for the rows it writes.
+        tenant.analyzed_roles = [r for r in analyzed_roles if r != "unknown"]
+        tenant.analyze_unknown_roles = "unknown" in analyzed_roles
+        tenant_id = tenant.id
+
+    progress = Progress(show_progress, len(paths))
+    progress.update(0, "model", f"loading {settings.model_backend} backend")
+    model = runtime.emotion_model(settings)
+    runtime.vad_model()
+
+    for n, path in enumerate(paths, start=1):
+        started = time.perf_counter()
+        progress.update(n, path.name, "decoding and segmenting")
+        try:
+            info = decode.probe(path)
+            decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+        except decode.MediaError as exc:
+            progress.update(n, path.name, f"failed: {exc.reason}", final=True)
+            yield {"file": str(path), "status": "failed", "error": exc.reason, "segments": []}
+            continue
+        roles = {str(ch): role for ch, role in channel_roles.items() if ch < info.channels}
+        with transaction() as s:
+            rec = Recording(tenant_id=tenant_id, filename=path.name, media_uri=str(path.resolve()),
+                            size_bytes=path.stat().st_size, container=info.format_name,
+                            has_video=info.has_video, channels=info.channels, channel_roles=roles,
+                            duration_s=info.duration_s)
+            s.add(rec)
+            s.flush()
+            rec_id = rec.id
+
+        followups = stages.ingest(rec_id, settings)
+        total = sum(len(b) for b in followups.infer_batches)
+        done = 0
+        for batch in followups.infer_batches:
+            progress.update(n, path.name, f"segments {done}/{total}")
+            stages.infer(batch, settings, model)
+            done += len(batch)
+        result = _result(path, rec_id)
+        elapsed = time.perf_counter() - started
+        speed = (result.get("duration_s") or 0) / elapsed if elapsed > 0 else 0.0
+        progress.update(n, path.name, f"{result['status']}: {len(result['segments'])} segments, "
+                        f"{elapsed:.1f} s ({speed:.0f}x real time)", final=True)
+        yield result
+
+
+def _result(path: Path, recording_id: uuid.UUID) -> dict[str, Any]:
+    with transaction() as s:
+        rec = s.get(Recording, recording_id)
+        assert rec is not None
+        body = Timeline.build(rec, timeline_rows(s, rec.id)).model_dump(mode="json")
+        out: dict[str, Any] = {"file": str(path)}
+        out.update(body)
+        if rec.status == RecordingStatus.failed.value:
+            out["error"] = rec.error
+        return out
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(max(0.0, seconds), 60)
+    return f"{int(minutes):02d}:{secs:04.1f}"
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A readable timeline: one line per segment, its reasons indented beneath."""
+    head = f"== {result['file']}"
+    if result.get("duration_s"):
+        head += f"  ({_clock(result['duration_s'])}, {result['status']})"
+    lines = [head]
+    if result.get("error"):
+        lines.append(f"   error: {result['error']}")
+    for seg in result.get("segments", []):
+        span = f"{_clock(seg['start_s'])}–{_clock(seg['end_s'])}"
+        role = f"{seg['role']:<9}"
+        if seg.get("label") is None:
+            lines.append(f"  {span}  {role} —  not analyzed: {seg.get('skip_reason') or 'pending'}")
+            continue
+        va = ""
+        if seg.get("valence") is not None:
+            va = f"  valence {seg['valence']:+.2f} arousal {seg['arousal']:.2f}"
+        lines.append(f"  {span}  {role} {seg['label']:<8} {seg['confidence']:.2f}{va}")
+        for item in seg.get("reasoning", []):
+            cue = f"[{item['modality']}/{item['cue']}]"
+            lines.append(f"      {_clock(item['start_s'])}  {cue} {item['text']}")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""SQLAlchemy 2.0 models. The schema itself changes only through Alembic (migrations/)."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# JSONB on Postgres (indexable), plain JSON elsewhere (SQLite for the embedded mode).
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RecordingStatus(enum.StrEnum):
+    received = "received"
+    decoding = "decoding"
+    segmented = "segmented"
+    analyzing = "analyzing"
+    done = "done"
+    failed = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RecordingStatus.done, RecordingStatus.failed)
+
+
+class Tenant(Base):
+    __tablename__ = "tenant"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Which speaker roles get emotion inference; default customers only (AI Act Art. 5(1)(f)).
+    analyzed_roles: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["customer"])
+    # Mono recordings and stereo calls without channel roles have role "unknown".
+    analyze_unknown_roles: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_key"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    # Only a SHA-256 of the key is stored; keys are 256-bit random so a slow hash adds nothing.
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
+
+
+class Recording(Base):
+    __tablename__ = "recording"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "external_id"),
+        Index("ix_recording_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_recording_status_updated", "status", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    filename: Mapped[str] = mapped_column(String(500), default="")
+    media_uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    container: Mapped[str] = mapped_column(String(64), default="")
+    has_video: Mapped[bool] = mapped_column(Boolean, default=False)
+    channels: Mapped[int] = mapped_column(Integer, default=1)
+    # {"0": "agent", "1": "customer"}: keys are channel indexes as strings (JSON object keys).
+    channel_roles: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    language: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType, default=dict)
+    duration_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=RecordingStatus.received.value)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Times the pipeline was (re)started for this recording; bounded by settings.max_attempts.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    segments: Mapped[list[Segment]] = relationship(
+        back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,
+        order_by="Segment.index",
+    )
+
+
+class Segment(Base):
+    __tablename__ = "segment"
+    __table_args__ = (UniqueConstraint("recording_id", "index"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recording.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[int] = mapped_column(Integer, default=0)
+    speaker: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    # Cheap prosody measured at ingest (pitch, loudness, rate); the speaker's call baseline
+    # for reasoning is derived from these across the speaker's segments.
+    acoustics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    analyzed: Mapped[bool] = mapped_column(Boolean, default=True)
+    skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    recording: Mapped[Recording] = relationship(back_populates="segments")
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="segment", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class Prediction(Base):
+    __tablename__ = "prediction"
+    __table_args__ = (UniqueConstraint("segment_id", "model_name", "model_version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    segment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("segment.id", ondelete="CASCADE"))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    label: Mapped[str] = mapped_column(String(32))
+    raw_label: Mapped[str] = mapped_column(String(200))
+    scores: Mapped[dict[str, float]] = mapped_column(JSONType)
+    valence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    arousal: Mapped[float | None] = mapped_column(Float, nullable=True)
+    confidence: Mapped[float] = mapped_column(Float)
+    # List of evidence items (absolute call times), see worker.pipeline.contracts.Evidence.
+    reasoning: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    reasoning_text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    segment: Mapped[Segment] = relationship(back_populates="predictions")

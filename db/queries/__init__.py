@@ -1,0 +1,1 @@
+"""Query and service functions: they take a session and never commit (the boundary does)."""

@@ -1,0 +1,140 @@
+"""Queries the pipeline stages need: row locks, idempotent inserts, progress."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Insert, Select, exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from db.models import Prediction, Recording, RecordingStatus, Segment, Tenant, utcnow
+
+
+def lock_recording(session: Session, recording_id: uuid.UUID) -> Recording | None:
+    """SELECT … FOR UPDATE on Postgres (SQLite ignores it; its writers are serialised anyway)."""
+    stmt = select(Recording).where(Recording.id == recording_id).with_for_update()
+    return session.scalars(stmt).one_or_none()
+
+
+def set_status(rec: Recording, status: RecordingStatus, error: str | None = None) -> None:
+    rec.status = status.value
+    rec.error = error
+    rec.updated_at = utcnow()
+    if status.is_final:
+        rec.completed_at = utcnow()
+
+
+def tenant_policy(session: Session, tenant_id: uuid.UUID) -> tuple[list[str], bool]:
+    tenant = session.get(Tenant, tenant_id)
+    if tenant is None:
+        return ["customer"], True
+    return list(tenant.analyzed_roles or []), bool(tenant.analyze_unknown_roles)
+
+
+def has_segments(session: Session, recording_id: uuid.UUID) -> bool:
+    return bool(session.scalar(select(exists().where(Segment.recording_id == recording_id))))
+
+
+def insert_segments(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Idempotent on (recording_id, index): a re-run inserts nothing twice."""
+    if rows:
+        session.execute(_insert_ignore(session, Segment, ["recording_id", "index"]).values(list(rows)))
+
+
+def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Idempotent on (segment_id, model_name, model_version)."""
+    if rows:
+        stmt = _insert_ignore(session, Prediction, ["segment_id", "model_name", "model_version"])
+        session.execute(stmt.values(list(rows)))
+
+
+def _insert_ignore(session: Session, model: type, keys: list[str]) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING in the bound database's dialect (both speak it)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
+    return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
+
+
+def _pending_filter(stmt: Select[Any], model_name: str, model_version: str) -> Select[Any]:
+    done = exists().where(
+        Prediction.segment_id == Segment.id,
+        Prediction.model_name == model_name,
+        Prediction.model_version == model_version,
+    )
+    return stmt.where(Segment.analyzed.is_(True), ~done)
+
+
+def pending_segment_ids(
+    session: Session, recording_id: uuid.UUID, model_name: str, model_version: str
+) -> list[uuid.UUID]:
+    stmt = select(Segment.id).where(Segment.recording_id == recording_id).order_by(Segment.index)
+    return list(session.scalars(_pending_filter(stmt, model_name, model_version)))
+
+
+def pending_segments(
+    session: Session, segment_ids: Iterable[uuid.UUID], model_name: str, model_version: str
+) -> list[Segment]:
+    """Segments among ``segment_ids`` still lacking this model's prediction, on live recordings."""
+    stmt = (
+        select(Segment)
+        .join(Recording, Recording.id == Segment.recording_id)
+        .where(Segment.id.in_(list(segment_ids)), Recording.status != RecordingStatus.failed.value)
+        .order_by(Segment.recording_id, Segment.index)
+    )
+    return list(session.scalars(_pending_filter(stmt, model_name, model_version)))
+
+
+def speaker_acoustics(session: Session, recording_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
+    rows = session.execute(
+        select(Segment.speaker, Segment.acoustics).where(Segment.recording_id == recording_id)
+    )
+    out: dict[str, list[dict[str, Any]]] = {}
+    for speaker, acoustics in rows:
+        if acoustics:
+            out.setdefault(speaker, []).append(acoustics)
+    return out
+
+
+def progress(session: Session, recording_id: uuid.UUID, model_name: str, model_version: str) -> tuple[
+    int, int
+]:
+    """(segments analysed by this model, segments to analyse) for one recording."""
+    total = session.scalar(
+        select(func.count()).select_from(Segment).where(
+            Segment.recording_id == recording_id, Segment.analyzed.is_(True)
+        )
+    ) or 0
+    done = session.scalar(
+        select(func.count())
+        .select_from(Prediction)
+        .join(Segment, Segment.id == Prediction.segment_id)
+        .where(
+            Segment.recording_id == recording_id,
+            Prediction.model_name == model_name,
+            Prediction.model_version == model_version,
+        )
+    ) or 0
+    return int(done), int(total)
+
+
+def stuck_recordings(session: Session, older_than: datetime, limit: int = 100) -> list[Recording]:
+    stmt = (
+        select(Recording)
+        .where(
+            Recording.status.not_in([RecordingStatus.done.value, RecordingStatus.failed.value]),
+            Recording.updated_at < older_than,
+        )
+        .order_by(Recording.updated_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+def recordings_of_segments(session: Session, segment_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    stmt = select(Segment.recording_id).where(Segment.id.in_(list(segment_ids))).distinct()
+    return list(session.scalars(stmt))

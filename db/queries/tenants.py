@@ -1,0 +1,60 @@
+"""Tenants and API keys. Keys are shown once at creation; only their SHA-256 is stored."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import ApiKey, Tenant
+
+KEY_PREFIX = "cpk_"
+
+
+class TenantExists(ValueError):
+    pass
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_tenant(session: Session, name: str, analyzed_roles: list[str] | None = None,
+                  analyze_unknown_roles: bool = True) -> Tenant:
+    if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
+        raise TenantExists(f"tenant '{name}' already exists")
+    tenant = Tenant(name=name, analyzed_roles=list(analyzed_roles or ["customer"]),
+                    analyze_unknown_roles=analyze_unknown_roles)
+    session.add(tenant)
+    session.flush()
+    return tenant
+
+
+def get_tenant_by_name(session: Session, name: str) -> Tenant | None:
+    return session.scalar(select(Tenant).where(Tenant.name == name))
+
+
+def get_or_create_tenant(session: Session, name: str, analyzed_roles: list[str] | None = None) -> Tenant:
+    return get_tenant_by_name(session, name) or create_tenant(session, name, analyzed_roles)
+
+
+def create_api_key(session: Session, tenant_id: uuid.UUID, name: str = "") -> tuple[ApiKey, str]:
+    """Returns the row and the plaintext key (the only time it exists outside the caller)."""
+    secret = secrets.token_urlsafe(32)
+    key = f"{KEY_PREFIX}{secret}"
+    row = ApiKey(tenant_id=tenant_id, name=name, key_hash=hash_key(key), prefix=key[:12])
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def tenant_for_key(session: Session, key: str) -> Tenant | None:
+    stmt = (
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+    return session.scalar(stmt)

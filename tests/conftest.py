@@ -1,0 +1,78 @@
+"""Test fixtures against the real services: a fresh Postgres database migrated by Alembic,
+Redis (a dedicated db index) as the Celery broker, and real media made with ffmpeg."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("CALLPULSE_TEST_PG_ADMIN", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+TEST_DB = os.environ.get("CALLPULSE_TEST_DB", f"callpulse_test_{os.getpid()}")
+TEST_URL = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + TEST_DB
+TEST_BROKER = os.environ.get("CALLPULSE_TEST_BROKER", "redis://127.0.0.1:6379/15")
+MEDIA_DIR = Path(tempfile.mkdtemp(prefix="callpulse-media-"))
+
+# Settings are read once per process: point them at the test services before anything imports them.
+os.environ["CALLPULSE_DATABASE_URL"] = TEST_URL
+os.environ["CALLPULSE_BROKER_URL"] = TEST_BROKER
+os.environ["CALLPULSE_MEDIA_DIR"] = str(MEDIA_DIR)
+os.environ["CALLPULSE_DATA_DIR"] = str(MEDIA_DIR.parent / "callpulse-data")
+
+
+def _admin_exec(sql: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(sql))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def database() -> Iterator[str]:
+    """A fresh database per test run, built only through the Alembic migrations."""
+    from db.migrate import upgrade
+
+    _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+    _admin_exec(f'CREATE DATABASE "{TEST_DB}"')
+    upgrade(TEST_URL)
+    yield TEST_URL
+    from db.session import get_engine
+
+    get_engine().dispose()
+    _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[str]:
+    import redis
+
+    client = redis.Redis.from_url(TEST_BROKER)
+    client.flushdb()
+    yield TEST_BROKER
+    client.flushdb()
+
+
+@pytest.fixture
+def make_tenant():
+    """Creates a tenant with an API key; returns (tenant_id, key)."""
+    from db.queries.tenants import create_api_key, create_tenant
+    from db.session import transaction
+
+    def _make(roles: list[str] | None = None) -> tuple[uuid.UUID, str]:
+        with transaction() as s:
+            tenant = create_tenant(s, f"t-{uuid.uuid4().hex[:10]}", roles)
+            _, key = create_api_key(s, tenant.id, "test")
+            return tenant.id, key
+
+    return _make
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    return MEDIA_DIR

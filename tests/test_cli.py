@@ -1,0 +1,81 @@
+"""The `callpulse` command as integrators' scripts call it: its stdout is a contract."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from db.queries.tenants import tenant_for_key
+from db.session import transaction
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "callpulse.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def test_tenant_and_key_are_printed_alone_on_the_last_line() -> None:
+    name = f"acme-{uuid.uuid4().hex[:6]}"
+    created = _cli("tenants", "create", name)
+    assert created.returncode == 0, created.stderr
+    tenant_id = uuid.UUID(created.stdout.strip().splitlines()[-1])
+
+    dup = _cli("tenants", "create", name)
+    assert dup.returncode == 1 and "already exists" in dup.stderr
+
+    key_run = _cli("keys", "create", "--tenant", name)
+    assert key_run.returncode == 0, key_run.stderr
+    key = key_run.stdout.strip().splitlines()[-1]
+    with transaction() as s:
+        tenant = tenant_for_key(s, key)
+        assert tenant is not None and tenant.id == tenant_id
+
+    assert _cli("keys", "create", "--tenant", "no-such-tenant").returncode == 1
+
+
+def test_analyze_json_lines_embedded_mode(tmp_path: Path) -> None:
+    """No servers: a SQLite file, several files in one call, one JSON object per input on stdout."""
+    bad = tmp_path / "noise.mp3"
+    bad.write_bytes(os.urandom(2048))
+    mono = tmp_path / "mono.flac"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), "-ac", "1", str(mono)], check=True)
+    env = {"CALLPULSE_DATA_DIR": str(tmp_path / "data"), "CALLPULSE_DATABASE_URL": ""}
+    run = _cli("analyze", str(EXAMPLE), str(mono), str(bad), "--roles", "agent,customer", "--format", "json",
+               env=env)
+    assert run.returncode == 1, run.stderr  # one input failed: the exit code says so
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [Path(r["file"]).name for r in lines] == ["demo_call.ogg", "mono.flac", "noise.mp3"]
+    assert (tmp_path / "data" / "callpulse.db").exists()
+
+    stereo, mono_result, failed = lines
+    assert stereo["status"] == "done" and 35 < stereo["duration_s"] < 37
+    roles = {s["role"] for s in stereo["segments"]}
+    assert roles == {"agent", "customer"}
+    for seg in stereo["segments"]:
+        for field in ("start_s", "end_s", "role", "label", "scores", "valence", "arousal", "confidence",
+                      "reasoning"):
+            assert field in seg
+        if seg["role"] == "customer":
+            assert seg["label"] is not None and seg["reasoning"]
+            assert {"start_s", "end_s", "modality", "cue", "text"} <= set(seg["reasoning"][0])
+        else:
+            assert seg["label"] is None and seg["skip_reason"]
+    # A mono recording: one speaker of unknown role, analyzed under the default policy.
+    assert {s["role"] for s in mono_result["segments"]} == {"unknown"}
+    assert all(s["label"] for s in mono_result["segments"])
+    assert failed["status"] == "failed" and "not decodable" in failed["error"]
+    assert "progress" not in run.stdout and "[1/3]" in run.stderr
+
+
+def test_analyze_table_and_help() -> None:
+    helptext = _cli("analyze", "--help").stdout
+    for option in ("--roles", "--format", "--analyze-roles", "--backend", "--model-path"):
+        assert option in helptext
+    missing = _cli("analyze", "/no/such/file.wav")
+    assert missing.returncode == 2 and "no such file" in missing.stderr

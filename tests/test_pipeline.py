@@ -1,0 +1,205 @@
+"""End to end through the real services: upload (API) → Redis → a real Celery worker process →
+Postgres → timeline; plus idempotent re-runs of every stage and the stuck-recording sweep."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from callpulse.settings import get_settings
+from db.models import Prediction, Recording, Segment, utcnow
+from db.session import transaction
+from worker import stages
+from worker.pipeline.emotion.labels import CANONICAL_LABELS
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
+
+
+@pytest.fixture(scope="module")
+def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stereo call from real speech, as a contact center would store it (16 kHz PCM WAV), with
+    the channels swapped relative to the shipped example, so channel 0 is the customer."""
+    out = tmp_path_factory.mktemp("media") / "call.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), "-af", "pan=stereo|c0=c1|c1=c0",
+         "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
+        check=True,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def celery_worker(broker: str) -> Iterator[subprocess.Popen[bytes]]:
+    """A real worker process consuming every queue, as `callpulse worker` runs it in production."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callpulse.cli", "worker", "--concurrency", "1", "--loglevel", "WARNING",
+         "--name", f"test-{uuid.uuid4().hex[:6]}@%h"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    from worker.celery_app import app
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        if app.control.ping(timeout=1.0):
+            break
+    else:
+        proc.terminate()
+        raise RuntimeError("worker did not answer a ping within 120 s")
+    yield proc
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    from api.main import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def _wait_final(client: TestClient, key: str, rec_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    body: dict = {}
+    while time.monotonic() < deadline:
+        body = client.get(f"/v1/recordings/{rec_id}", headers={"X-API-Key": key}).json()
+        if body["status"] in ("done", "failed"):
+            return body
+        time.sleep(0.5)
+    raise AssertionError(f"recording still {body.get('status')} after {timeout} s: {body}")
+
+
+def _counts(rec_id: uuid.UUID) -> tuple[int, int]:
+    with transaction() as s:
+        segs = s.scalar(select(func.count()).select_from(Segment).where(Segment.recording_id == rec_id))
+        preds = s.scalar(
+            select(func.count()).select_from(Prediction).join(Segment).where(Segment.recording_id == rec_id)
+        )
+        return int(segs or 0), int(preds or 0)
+
+
+def test_upload_to_timeline_through_real_worker(client, make_tenant, celery_worker, stereo_call) -> None:
+    _, key = make_tenant(["customer"])
+    meta = {"external_id": f"call-{uuid.uuid4().hex[:8]}", "channel_roles": {"0": "customer", "1": "agent"}}
+    with stereo_call.open("rb") as fh:
+        resp = client.post("/v1/recordings", headers={"Authorization": f"Bearer {key}"},
+                           files={"file": ("call.wav", fh, "audio/wav")}, data={"metadata": json.dumps(meta)})
+    assert resp.status_code == 202, resp.text
+    rec_id = resp.json()["id"]
+
+    status = _wait_final(client, key, rec_id)
+    assert status["status"] == "done", status
+    assert status["progress"]["segments_done"] == status["progress"]["segments_total"] > 0
+
+    timeline = client.get(f"/v1/recordings/{rec_id}/timeline", headers={"X-API-Key": key}).json()
+    segments = timeline["segments"]
+    by_role: dict[str, list[dict]] = {}
+    for seg in segments:
+        by_role.setdefault(seg["role"], []).append(seg)
+    # The example call has three utterances per side, about 5 s each.
+    assert len(by_role["customer"]) == 3 and len(by_role["agent"]) == 3
+    starts = [s["start_s"] for s in segments]
+    assert starts == sorted(starts)
+    assert all(s["channel"] == 0 for s in by_role["customer"])
+    for seg in by_role["customer"]:
+        assert seg["label"] in CANONICAL_LABELS
+        assert abs(sum(seg["scores"].values()) - 1.0) < 1e-3
+        assert -1.0 <= seg["valence"] <= 1.0 and 0.0 <= seg["arousal"] <= 1.0
+        assert seg["model"]["name"] == "embedded"
+        assert seg["reasoning"], "every analyzed segment carries evidence"
+        for item in seg["reasoning"]:
+            assert seg["start_s"] - 1e-6 <= item["start_s"] <= item["end_s"] <= seg["end_s"] + 1e-6
+            assert item["modality"] == "audio" and item["text"]
+    for seg in by_role["agent"]:
+        # Policy: employees' emotions are not inferred; the segment stays with its times and the reason.
+        assert seg.get("label") is None
+        assert "AI Act" in seg["skip_reason"]
+
+    # Duplicate delivery of both tasks through the broker changes nothing.
+    from worker.tasks import infer_segments, ingest_recording
+
+    before = _counts(uuid.UUID(rec_id))
+    ingest_recording.delay(rec_id)
+    infer_segments.delay([s["id"] for s in by_role["customer"]])
+    time.sleep(3)
+    assert _counts(uuid.UUID(rec_id)) == before
+
+
+def test_stages_are_idempotent_when_rerun(make_tenant, stereo_call, media_dir) -> None:
+    tenant_id, _ = make_tenant(["customer"])
+    rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
+    settings = get_settings()
+
+    first = stages.ingest(rec_id, settings)
+    segs, preds = _counts(rec_id)
+    assert segs == 6 and preds == 0
+    assert sum(len(b) for b in first.infer_batches) == 3  # customer segments only
+
+    # A redelivered ingest after segmentation committed: no new segments, the same pending work.
+    again = stages.ingest(rec_id, settings)
+    assert _counts(rec_id) == (6, 0)
+    assert again.infer_batches == first.infer_batches
+
+    batch = first.infer_batches[0]
+    done = stages.infer(batch, settings)
+    assert done.completed == [rec_id]
+    assert _counts(rec_id) == (6, 3)
+    assert stages.infer(batch, settings).completed == []  # re-run: nothing missing, nothing written
+    assert _counts(rec_id) == (6, 3)
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.status == "done" and rec.completed_at is not None
+    assert not (media_dir / str(tenant_id) / str(rec_id) / "audio16k.npy").exists()
+
+
+def test_sweep_requeues_stuck_recording_then_gives_up(make_tenant, stereo_call) -> None:
+    tenant_id, _ = make_tenant()
+    rec_id = _recording(tenant_id, stereo_call, {})
+    settings = get_settings()
+    for attempt in range(1, settings.max_attempts + 2):
+        with transaction() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None
+            rec.updated_at = utcnow() - timedelta(seconds=settings.stuck_after_s + 5)
+        followups = stages.sweep(settings)
+        with transaction() as s:
+            rec = s.get(Recording, rec_id)
+            assert rec is not None and rec.attempts == attempt
+            if attempt <= settings.max_attempts:
+                assert rec_id in followups.ingest and rec.status == "received"
+            else:
+                assert rec_id not in followups.ingest
+                assert rec.status == "failed" and "no progress" in (rec.error or "")
+
+
+def test_media_lost_after_acceptance_fails_with_reason(make_tenant, tmp_path) -> None:
+    tenant_id, _ = make_tenant()
+    rec_id = _recording(tenant_id, tmp_path / "gone.wav", {})
+    stages.ingest(rec_id, get_settings())
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.status == "failed"
+        assert rec.error == "the media file is missing from storage"
+
+
+def _recording(tenant_id: uuid.UUID, media: Path, roles: dict[str, str]) -> uuid.UUID:
+    with transaction() as s:
+        rec = Recording(tenant_id=tenant_id, filename=media.name, media_uri=str(media), channel_roles=roles)
+        s.add(rec)
+        s.flush()
+        return rec.id

@@ -1,0 +1,1 @@
+"""Celery app, tasks and the pipeline stages they call."""

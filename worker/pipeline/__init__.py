@@ -1,0 +1,1 @@
+"""Pipeline stages, one module each: decode → segment → (prosody) → emotion → persist."""

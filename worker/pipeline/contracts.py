@@ -1,0 +1,97 @@
+"""Typed contracts passed between pipeline stages (no ORM objects cross these lines)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypedDict
+
+import numpy as np
+
+Modality = Literal["audio", "video", "text"]
+
+
+class Evidence(TypedDict):
+    """One reason behind a label, tied to absolute call time so a reader can jump to it."""
+
+    start_s: float
+    end_s: float
+    modality: Modality
+    cue: str  # machine-readable cue name, e.g. "pitch", "loudness", "speech_rate", "classifier"
+    value: float | str | None  # the cue's measured value (e.g. +31.0 for "+31% over baseline")
+    text: str  # one sentence a supervisor can read
+
+
+class Acoustics(TypedDict, total=False):
+    """Cheap prosody of one stretch of speech; JSON-serialisable (stored on the segment row)."""
+
+    pitch_hz: float  # median F0 over voiced frames (0 when nothing was voiced)
+    pitch_range_st: float  # spread of F0 in semitones (90th - 10th percentile)
+    loudness_db: float  # mean RMS level of speech frames, dBFS
+    rate_per_s: float  # syllable-like energy peaks per second of speech
+    voiced_ratio: float  # share of frames with F0
+    pitch_peak_s: float  # offset (s, from segment start) of the highest-pitch frame
+    loudness_peak_s: float  # offset (s, from segment start) of the loudest frame
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """Whole recording at the pipeline rate: float32 in [-1, 1], shape (channels, samples)."""
+
+    samples: np.ndarray
+    sample_rate: int
+    duration_s: float
+    has_video: bool = False
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+
+@dataclass(frozen=True)
+class SpeechSegment:
+    """A stretch of one speaker's speech with absolute times in the call."""
+
+    index: int
+    channel: int
+    speaker: str
+    role: str
+    start_s: float
+    end_s: float
+
+
+@dataclass
+class SegmentInput:
+    """What a model backend gets for one segment."""
+
+    key: str  # caller's id for the segment (segment row id, as text)
+    audio: np.ndarray  # mono float32 at sample_rate, exactly the segment's span
+    sample_rate: int
+    start_s: float  # absolute call time of audio[0]
+    end_s: float
+    role: str
+    # The same speaker's median acoustics over the call, for "relative to their baseline" cues.
+    baseline: Acoustics | None = None
+    acoustics: Acoustics | None = None
+
+
+@dataclass
+class EmotionResult:
+    """A backend's answer for one segment, already mapped onto the canonical labels."""
+
+    label: str
+    raw_label: str
+    scores: dict[str, float]  # canonical label -> probability, sums to 1
+    confidence: float
+    valence: float | None = None  # -1..1
+    arousal: float | None = None  # 0..1
+    evidence: list[Evidence] = field(default_factory=list)
+    reasoning_text: str = ""
+
+
+class EmotionModel(Protocol):
+    """Backend interface: load once per worker process, then predict batches."""
+
+    name: str
+    version: str
+
+    def predict(self, batch: list[SegmentInput]) -> list[EmotionResult]: ...

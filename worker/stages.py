@@ -1,0 +1,292 @@
+"""Pipeline stage bodies. Each one is a boundary: it owns its transactions, takes ids, locks the
+recording row, does only what is missing, and returns what to enqueue *after* it has committed.
+Celery tasks (worker/tasks.py) and the in-process `callpulse analyze` both call these."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from callpulse.settings import Settings
+from db.models import Recording, RecordingStatus, Segment, utcnow
+from db.queries import pipeline as q
+from db.session import transaction
+from worker import runtime
+from worker.pipeline import audio_store, decode, prosody, segment
+from worker.pipeline.contracts import (
+    Acoustics,
+    DecodedAudio,
+    EmotionModel,
+    EmotionResult,
+    SegmentInput,
+)
+
+log = logging.getLogger(__name__)
+
+POLICY_NOTE = (
+    "emotion inference on employees at work is prohibited in the EU (AI Act Art. 5(1)(f))"
+)
+
+
+@dataclass
+class Followups:
+    """Work to enqueue once the stage has committed."""
+
+    ingest: list[uuid.UUID] = field(default_factory=list)
+    infer_batches: list[list[uuid.UUID]] = field(default_factory=list)
+    completed: list[uuid.UUID] = field(default_factory=list)
+
+
+def _batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
+    return [ids[i: i + size] for i in range(0, len(ids), max(1, size))]
+
+
+def _cache(settings: Settings, rec: Recording) -> Path:
+    return audio_store.cache_path(settings.resolved_media_dir, rec.tenant_id, rec.id)
+
+
+def fail_recording(recording_id: uuid.UUID, reason: str, settings: Settings) -> None:
+    """Record a final failure with its reason (used when a stage gives up)."""
+    with transaction() as s:
+        rec = q.lock_recording(s, recording_id)
+        if rec is None or RecordingStatus(rec.status).is_final:
+            return
+        q.set_status(rec, RecordingStatus.failed, reason)
+        cache = _cache(settings, rec)
+    audio_store.drop_cache(cache)
+
+
+def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
+    """Decode, segment and measure prosody; store segments. Idempotent per recording."""
+    with transaction() as s:
+        rec = q.lock_recording(s, recording_id)
+        if rec is None or RecordingStatus(rec.status).is_final:
+            return Followups()
+        if q.has_segments(s, rec.id):
+            # A re-run after segmentation committed: only the inference may be missing.
+            return _resume_inference(s, rec, settings)
+        q.set_status(rec, RecordingStatus.decoding)
+        media = Path(rec.media_uri)
+        roles = {int(k): v for k, v in (rec.channel_roles or {}).items()}
+        analyzed_roles, analyze_unknown = q.tenant_policy(s, rec.tenant_id)
+        cache = _cache(settings, rec)
+
+    try:
+        info = decode.probe(media)
+        decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+        audio = decode.decode(media, settings.sample_rate, info)
+    except decode.MediaError as exc:
+        fail_recording(recording_id, exc.reason, settings)
+        return Followups()
+    except FileNotFoundError:
+        fail_recording(recording_id, "the media file is missing from storage", settings)
+        return Followups()
+
+    config = segment.SegmentationConfig(
+        threshold=settings.vad_threshold,
+        min_segment_s=settings.min_segment_s,
+        max_segment_s=settings.max_segment_s,
+        merge_gap_s=settings.merge_gap_s,
+    )
+    speech = segment.run(runtime.vad_model(), audio, roles, config)
+    rows = []
+    for seg in speech:
+        analyzed = seg.role in analyzed_roles or (seg.role == "unknown" and analyze_unknown)
+        clip = audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s)
+        rows.append({
+            "id": uuid.uuid4(), "recording_id": recording_id, "index": seg.index,
+            "channel": seg.channel, "speaker": seg.speaker, "role": seg.role,
+            "start_s": seg.start_s, "end_s": seg.end_s,
+            "acoustics": dict(prosody.measure(clip, audio.sample_rate)),
+            "analyzed": analyzed,
+            "skip_reason": None if analyzed else (
+                f"role '{seg.role}' is not analyzed under this tenant's policy "
+                f"(analyzed roles: {', '.join(analyzed_roles) or 'none'}); {POLICY_NOTE}"
+            ),
+        })
+    audio_store.save_decoded(cache, audio)
+
+    with transaction() as s:
+        rec = q.lock_recording(s, recording_id)
+        if rec is None:
+            # Deleted while we decoded: take back the folder save_decoded may have recreated.
+            audio_store.remove_dir(cache.parent)
+            return Followups()
+        if RecordingStatus(rec.status).is_final:
+            audio_store.drop_cache(cache)
+            return Followups()
+        if not q.has_segments(s, rec.id):
+            q.insert_segments(s, rows)
+        rec.duration_s = round(audio.duration_s, 3)
+        rec.channels = audio.channels
+        rec.has_video = audio.has_video
+        q.set_status(rec, RecordingStatus.segmented)
+        return _resume_inference(s, rec, settings)
+
+
+def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
+    model = runtime.emotion_model(settings)
+    pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
+    if not pending:
+        q.set_status(rec, RecordingStatus.done)
+        audio_store.drop_cache(_cache(settings, rec))
+        return Followups(completed=[rec.id])
+    return Followups(infer_batches=_batches(pending, settings.infer_batch_size))
+
+
+def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel | None = None) -> Followups:
+    """Run the emotion model on the segments still lacking its prediction; finish recordings."""
+    model = model or runtime.emotion_model(settings)
+    with transaction() as s:
+        segments = q.pending_segments(s, segment_ids, model.name, model.version)
+        if not segments:
+            return Followups()
+        recordings: dict[uuid.UUID, Recording] = {}
+        for rec_id in sorted({seg.recording_id for seg in segments}):  # fixed order: no deadlocks
+            rec = q.lock_recording(s, rec_id)
+            if rec is None:
+                continue
+            recordings[rec_id] = rec
+            if rec.status == RecordingStatus.segmented.value:
+                q.set_status(rec, RecordingStatus.analyzing)
+        inputs, keys = _inputs(s, segments, recordings, settings)
+
+    results = _predict_isolating_failures(model, inputs)
+
+    rows, failed = [], []
+    for seg_id, result in zip(keys, results, strict=True):
+        if isinstance(result, Exception):
+            failed.append((seg_id, f"inference failed: {type(result).__name__}: {result}"[:500]))
+            continue
+        rows.append(_prediction_row(seg_id, model, result))
+
+    followups = Followups()
+    with transaction() as s:
+        q.insert_predictions(s, rows)
+        for seg_id, reason in failed:
+            seg = s.get(Segment, seg_id)
+            if seg is not None:
+                seg.analyzed, seg.skip_reason = False, reason
+        for rec_id in sorted(recordings):
+            rec = q.lock_recording(s, rec_id)
+            if rec is None or RecordingStatus(rec.status).is_final:
+                continue
+            done, total = q.progress(s, rec_id, model.name, model.version)
+            if done >= total:
+                q.set_status(rec, RecordingStatus.done)
+                followups.completed.append(rec_id)
+            else:
+                rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
+        caches = [_cache(settings, recordings[r]) for r in followups.completed]
+    for cache in caches:
+        audio_store.drop_cache(cache)
+    return followups
+
+
+def _inputs(
+    s: Any, segments: list[Segment], recordings: dict[uuid.UUID, Recording], settings: Settings
+) -> tuple[list[SegmentInput], list[uuid.UUID]]:
+    audio_by_rec: dict[uuid.UUID, DecodedAudio] = {}
+    baselines: dict[tuple[uuid.UUID, str], Any] = {}
+    inputs, keys = [], []
+    for seg in segments:
+        rec = recordings.get(seg.recording_id)
+        if rec is None:
+            continue
+        if rec.id not in audio_by_rec:
+            audio_by_rec[rec.id] = _decoded(rec, settings)
+            for speaker, items in q.speaker_acoustics(s, rec.id).items():
+                baselines[(rec.id, speaker)] = prosody.baseline(items)  # type: ignore[arg-type]
+        audio = audio_by_rec[rec.id]
+        inputs.append(SegmentInput(
+            key=str(seg.id),
+            audio=audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s),
+            sample_rate=audio.sample_rate,
+            start_s=seg.start_s,
+            end_s=seg.end_s,
+            role=seg.role,
+            baseline=baselines.get((rec.id, seg.speaker)),
+            acoustics=cast(Acoustics, seg.acoustics) if seg.acoustics else None,
+        ))
+        keys.append(seg.id)
+    return inputs, keys
+
+
+def _decoded(rec: Recording, settings: Settings) -> DecodedAudio:
+    cache = _cache(settings, rec)
+    audio = audio_store.load_decoded(cache, settings.sample_rate)
+    if audio is None:
+        # Cache lost (another host, cleaned disk): decode again rather than fail the recording.
+        audio = decode.decode(Path(rec.media_uri), settings.sample_rate)
+        audio_store.save_decoded(cache, audio)
+    return audio
+
+
+def _predict_isolating_failures(
+    model: EmotionModel, inputs: list[SegmentInput]
+) -> list[EmotionResult | Exception]:
+    """One bad segment must not fail its batch-mates: on error, retry the items one by one."""
+    if not inputs:
+        return []
+    try:
+        return list(model.predict(inputs))
+    except Exception:
+        log.exception("batch of %d failed; retrying items one by one", len(inputs))
+    out: list[EmotionResult | Exception] = []
+    for item in inputs:
+        try:
+            out.extend(model.predict([item]))
+        except Exception as exc:  # recorded on the segment, never lost silently
+            out.append(exc)
+    return out
+
+
+def _prediction_row(segment_id: uuid.UUID, model: EmotionModel, r: EmotionResult) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(), "segment_id": segment_id,
+        "model_name": model.name, "model_version": model.version,
+        "label": r.label, "raw_label": r.raw_label, "scores": r.scores,
+        "valence": r.valence, "arousal": r.arousal, "confidence": r.confidence,
+        "reasoning": [dict(e) for e in r.evidence], "reasoning_text": r.reasoning_text,
+        "created_at": utcnow(),
+    }
+
+
+def sweep(settings: Settings) -> Followups:
+    """Re-enqueue recordings that stopped moving (lost message, dead worker); give up after N."""
+    followups = Followups()
+    cutoff = utcnow() - timedelta(seconds=settings.stuck_after_s)
+    model = runtime.emotion_model(settings)
+    per_status: dict[str, int] = defaultdict(int)
+    with transaction() as s:
+        for rec in q.stuck_recordings(s, cutoff):
+            per_status[rec.status] += 1
+            rec.attempts += 1
+            if rec.attempts > settings.max_attempts:
+                q.set_status(rec, RecordingStatus.failed,
+                             f"the pipeline made no progress after {settings.max_attempts} attempts "
+                             f"(last state: {rec.status})")
+                continue
+            rec.updated_at = utcnow()
+            if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
+                followups.ingest.append(rec.id)
+                continue
+            pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
+            if pending:
+                followups.infer_batches.extend(_batches(pending, settings.infer_batch_size))
+            else:
+                q.set_status(rec, RecordingStatus.done)
+                followups.completed.append(rec.id)
+    if per_status:
+        log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))
+    return followups
+
+
+def recordings_of(segment_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    with transaction() as s:
+        return q.recordings_of_segments(s, segment_ids)

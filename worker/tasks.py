@@ -1,0 +1,70 @@
+"""Thin Celery tasks: take ids, call a stage, enqueue follow-ups after the stage committed.
+Failures are classified: transient (database/broker down) → retry with backoff; media problems
+are recorded by the stage itself; anything else retries a few times, then the recording is failed
+with the reason, never dropped."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import redis.exceptions
+from celery import Task
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from callpulse.settings import get_settings
+from worker import stages
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (OperationalError, redis.exceptions.ConnectionError, BrokerError)
+MAX_RETRIES = 5
+
+
+def _backoff(retries: int) -> int:
+    return int(min(300, 5 * 2**retries))
+
+
+def enqueue(followups: stages.Followups) -> None:
+    for rec_id in followups.ingest:
+        ingest_recording.delay(str(rec_id))
+    for batch in followups.infer_batches:
+        infer_segments.delay([str(i) for i in batch])
+
+
+def _give_up_or_retry(task: Task, exc: Exception, recording_ids: list[uuid.UUID], stage: str) -> None:
+    transient = isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    if transient or task.request.retries < MAX_RETRIES:
+        raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES * 4
+                         if transient else MAX_RETRIES)
+    log.exception("%s gave up after %d retries", stage, task.request.retries)
+    for rec_id in recording_ids:
+        stages.fail_recording(rec_id, f"internal error during {stage}: {type(exc).__name__}: {exc}"[:500],
+                              get_settings())
+
+
+@app.task(bind=True, name="callpulse.ingest_recording")
+def ingest_recording(self: Task, recording_id: str) -> None:
+    rec_id = uuid.UUID(recording_id)
+    try:
+        followups = stages.ingest(rec_id, get_settings())
+    except Exception as exc:
+        _give_up_or_retry(self, exc, [rec_id], "ingest")
+        return
+    enqueue(followups)
+
+
+@app.task(bind=True, name="callpulse.infer_segments")
+def infer_segments(self: Task, segment_ids: list[str]) -> None:
+    ids = [uuid.UUID(i) for i in segment_ids]
+    try:
+        enqueue(stages.infer(ids, get_settings()))
+    except Exception as exc:
+        _give_up_or_retry(self, exc, stages.recordings_of(ids), "inference")
+
+
+@app.task(name="callpulse.sweep_stuck_recordings")
+def sweep_stuck_recordings() -> None:
+    enqueue(stages.sweep(get_settings()))
