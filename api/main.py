@@ -8,12 +8,14 @@ from fastapi import FastAPI, Request, status
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.routes import health, recordings
+from api.dashboard_views import STATIC_DIR
+from api.routes import alerts, analytics, dashboard, dashboard_live, health, recordings, rules, webhooks
 from api.routes.recordings import upload_too_large
 from callpulse import __version__
 from callpulse.settings import Settings, get_settings
@@ -120,6 +122,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
     app.include_router(recordings.router)
+    app.include_router(rules.router)
+    app.include_router(alerts.router)
+    app.include_router(webhooks.router)
+    # Supervisor dashboard and analytics (issue 6).
+    app.include_router(analytics.router)
+    app.include_router(dashboard.router)
+    app.include_router(dashboard_live.router)
+    app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     return app
 
 

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,8 @@ def main() -> int:
     os.environ["CALLPULSE_DATA_DIR"] = str(work / "data")
     os.environ["CALLPULSE_DATABASE_URL"] = ""
     os.environ.pop("CALLPULSE_MEDIA_DIR", None)
+
+    from sqlalchemy import select
 
     from callpulse.local import analyze_files
     from callpulse.settings import get_settings
@@ -85,9 +88,10 @@ def main() -> int:
 
     # Bare loop: the analyzed segments only, same audio slices, same batch size, no DB, no queue.
     with transaction() as s:
-        rows = [(seg.channel, seg.start_s, seg.end_s, seg.role) for seg in s.query(Segment)
-                .filter(Segment.recording_id == result["recording_id"], Segment.analyzed.is_(True))
-                .order_by(Segment.index)]
+        stmt = (select(Segment.channel, Segment.start_s, Segment.end_s, Segment.role)
+                .where(Segment.recording_id == uuid.UUID(result["recording_id"]), Segment.analyzed.is_(True))
+                .order_by(Segment.index))
+        rows = [tuple(row) for row in s.execute(stmt)]
     inputs = [SegmentInput(key=str(i), audio=audio_store.slice_mono(audio, ch, a, b),
                            sample_rate=audio.sample_rate, start_s=a, end_s=b, role=role)
               for i, (ch, a, b, role) in enumerate(rows)]

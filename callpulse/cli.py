@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "CALLPULSE_DATABASE_URL, by default a SQLite file under CALLPULSE_DATA_DIR.")
     p.add_argument("files", nargs="+", metavar="FILE", help="wav, mp3, m4a/aac, ogg/opus, flac, mp4, webm")
     p.add_argument("--roles", help="speaker role per channel, in channel order, e.g. 'agent,customer' "
-                   "for a stereo call; without it every channel's role is 'unknown'")
+                   "for stereo calls; applied to files with that many channels, other files (and all "
+                   "files without --roles) get role 'unknown'")
     p.add_argument("--analyze-roles", default="customer,unknown",
                    help="roles that get emotion inference (default: customer,unknown); others keep their "
                    "segments with the reason they were skipped")

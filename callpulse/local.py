@@ -30,6 +30,9 @@ class Progress:
         self.total_files = total_files
         self.tty = sys.stderr.isatty()
 
+    def warn(self, text: str) -> None:
+        sys.stderr.write(("\n" if self.tty and self.enabled else "") + f"warning: {text}\n")
+
     def update(self, n: int, name: str, text: str, final: bool = False) -> None:
         if not self.enabled:
             return
@@ -74,7 +77,13 @@ def analyze_files(
             progress.update(n, path.name, f"failed: {exc.reason}", final=True)
             yield {"file": str(path), "status": "failed", "error": exc.reason, "segments": []}
             continue
-        roles = {str(ch): role for ch, role in channel_roles.items() if ch < info.channels}
+        # --roles describes a channel layout; a file with another layout keeps 'unknown' roles
+        # rather than having, say, a mono mix of both parties labelled with channel 0's role.
+        roles = {str(ch): role for ch, role in channel_roles.items()} if len(channel_roles) == info.channels \
+            else {}
+        if channel_roles and not roles:
+            progress.warn(f"{path.name} has {info.channels} channel(s) but --roles names "
+                          f"{len(channel_roles)}: its speakers get role 'unknown'")
         with transaction() as s:
             rec = Recording(tenant_id=tenant_id, filename=path.name, media_uri=str(path.resolve()),
                             size_bytes=path.stat().st_size, container=info.format_name,

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     device: str = "cpu"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     infer_batch_size: int = 16
+    # CPU inference scales with worker processes; a second intra-op thread per process measured
+    # slower for one segment and no faster for batches of 16 on small models (docs/MODELS.md).
+    torch_threads: int = 1
 
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.
@@ -51,6 +54,34 @@ class Settings(BaseSettings):
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     default_analyzed_roles: list[str] = ["customer"]
+
+    # --- Rules and webhooks (issue 5) ---
+    # The SSRF guard refuses loopback, private, link-local and other non-public webhook targets
+    # (checked after DNS resolution, at creation and at every delivery); cloud metadata addresses
+    # are refused even when this is on. Turn on only for tests or a trusted internal network.
+    webhook_allow_private_targets: bool = False
+    webhook_timeout_s: float = 10.0
+    # Attempts per delivery before it is given up (the log keeps each one; redelivery starts anew).
+    webhook_max_attempts: int = 8
+    # Exponential backoff between attempts: base * 2**(attempt-1), capped; the cap stays well under
+    # the broker's visibility timeout so a delayed retry is never redelivered early.
+    webhook_backoff_base_s: float = 5.0
+    webhook_backoff_cap_s: float = 900.0
+    # A backtest evaluates at most this many recordings of its time range (newest first).
+    backtest_max_recordings: int = 1000
+
+    # --- Supervisor dashboard (issue 6) ---
+    # Signs the dashboard's session cookie. Empty: a random secret is generated once and kept in
+    # data_dir/session-secret (a warning is logged); set it explicitly when several hosts serve
+    # the dashboard, and change it to log every supervisor out.
+    session_secret: str = ""
+    session_max_age_s: int = 8 * 3600
+    # Send the cookie only over HTTPS; turn on behind a TLS-terminating proxy.
+    session_cookie_secure: bool = False
+    # How often the alerts feed (server-sent events) looks for new alerts of the tenant.
+    dashboard_alert_poll_s: float = 1.0
+    # Predictions below this confidence are drawn as uncertain on the call timeline.
+    dashboard_low_confidence: float = 0.5
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod

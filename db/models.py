@@ -167,3 +167,145 @@ class Prediction(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     segment: Mapped[Segment] = relationship(back_populates="predictions")
+
+
+# --- Escalation rules, alerts and webhooks (issue 5) ---------------------------------------------
+
+
+class AlertState(enum.StrEnum):
+    open = "open"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+
+
+class DeliveryStatus(enum.StrEnum):
+    pending = "pending"
+    succeeded = "succeeded"
+    failed = "failed"  # given up: attempts exhausted or the target was refused
+
+
+class Rule(Base):
+    """A tenant's escalation rule; its definition lives in immutable versions (RuleVersion)."""
+
+    __tablename__ = "rule"
+    __table_args__ = (Index("ix_rule_tenant_enabled", "tenant_id", "enabled"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    current_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # Deleting a rule hides it and stops evaluation; its alerts keep naming the version that fired.
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class RuleVersion(Base):
+    """One immutable definition of a rule; editing a rule adds a version, never rewrites one."""
+
+    __tablename__ = "rule_version"
+    __table_args__ = (UniqueConstraint("rule_id", "version"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    rule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rule.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    # The validated, normalised definition (worker.rules.language.RuleDefinition as JSON).
+    definition: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    severity: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Alert(Base):
+    """One rule episode on one recording. (rule_id, recording_id, window_key) is unique, so
+    re-run or twice-delivered evaluations can only ever insert the same alert once."""
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        UniqueConstraint("rule_id", "recording_id", "window_key"),
+        Index("ix_alert_tenant_fired", "tenant_id", "fired_at", "id"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    rule_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rule.id", ondelete="CASCADE"))
+    rule_version_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("rule_version.id", ondelete="CASCADE"))
+    rule_version: Mapped[int] = mapped_column(Integer)
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recording.id", ondelete="CASCADE"),
+                                                    index=True)
+    # Identifies the episode along the call (the segment where it started firing), stable across
+    # re-evaluations of a growing call: see worker.rules.evaluate.
+    window_key: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    first_segment_index: Mapped[int] = mapped_column(Integer)
+    last_segment_index: Mapped[int] = mapped_column(Integer)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    # Call time at which the condition held (end of the segment that completed it).
+    fired_at_s: Mapped[float] = mapped_column(Float)
+    evidence: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    state: Mapped[str] = mapped_column(String(16), default=AlertState.open.value)
+    fired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")
+
+
+class WebhookEndpoint(Base):
+    __tablename__ = "webhook_endpoint"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    events: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    description: Mapped[str] = mapped_column(Text, default="")
+    # Kept in clear: signing needs it. `whsec_` + base64 of 32 random bytes (Standard Webhooks).
+    secret: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint. ``message_id`` (the ``webhook-id`` header) is derived from the
+    event, so publishing an event twice adds nothing and receivers can dedupe across retries."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "message_id"),
+        Index("ix_webhook_delivery_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_endpoint.id", ondelete="CASCADE"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str] = mapped_column(String(100))
+    # The exact bytes that are signed and sent, identical on every attempt.
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=DeliveryStatus.pending.value)
+    # Attempts in the current series (a manual redelivery starts a new series); the log keeps all.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # A worker sending this delivery holds it until then, so a duplicate task does not send twice.
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WebhookAttempt(Base):
+    """The delivery log: one row per HTTP attempt, successful or not."""
+
+    __tablename__ = "webhook_attempt"
+    __table_args__ = (UniqueConstraint("delivery_id", "number"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    delivery_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("webhook_delivery.id", ondelete="CASCADE"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    duration_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    response_excerpt: Mapped[str] = mapped_column(Text, default="")

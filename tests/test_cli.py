@@ -66,7 +66,7 @@ def test_analyze_json_lines_embedded_mode(tmp_path: Path) -> None:
             assert {"start_s", "end_s", "modality", "cue", "text"} <= set(seg["reasoning"][0])
         else:
             assert seg["label"] is None and seg["skip_reason"]
-    # A mono recording: one speaker of unknown role, analyzed under the default policy.
+    # A mono file under a two-role --roles: its one speaker is "unknown", analyzed by default.
     assert {s["role"] for s in mono_result["segments"]} == {"unknown"}
     assert all(s["label"] for s in mono_result["segments"])
     assert failed["status"] == "failed" and "not decodable" in failed["error"]

@@ -1,9 +1,10 @@
-"""The Celery app: queues, routing and reliability settings. Tasks live in worker/tasks.py."""
+"""The Celery app: queues, routing and reliability settings. Tasks live in worker/tasks.py (pipeline)
+and worker/tasks_rules.py (rules and notify)."""
 
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from kombu import Exchange, Queue
 
 from callpulse.settings import get_settings
@@ -22,7 +23,7 @@ TASK_ROUTES = {
 
 def make_celery() -> Celery:
     settings = get_settings()
-    app = Celery("callpulse", broker=settings.broker_url, include=["worker.tasks"])
+    app = Celery("callpulse", broker=settings.broker_url, include=["worker.tasks", "worker.tasks_rules"])
     exchange = Exchange("callpulse", type="direct")
     app.conf.update(
         task_queues=[Queue(name, exchange, routing_key=name) for name in QUEUES],
@@ -45,7 +46,12 @@ def make_celery() -> Celery:
             "sweep-stuck-recordings": {
                 "task": "callpulse.sweep_stuck_recordings",
                 "schedule": settings.sweep_interval_s,
-            }
+            },
+            # Webhook retries whose delayed message was lost (worker/tasks_rules.py).
+            "sweep-overdue-webhook-deliveries": {
+                "task": "callpulse.notify.sweep_deliveries",
+                "schedule": settings.sweep_interval_s,
+            },
         },
         timezone="UTC",
     )
@@ -55,9 +61,25 @@ def make_celery() -> Celery:
 app = make_celery()
 
 
+# Only workers that consume ingest or infer need the models; a rules/notify worker stays small.
+MODEL_QUEUES = frozenset({"ingest", "infer"})
+_warm_models = True
+
+
+@worker_init.connect
+def _note_queues(sender: object = None, **_: object) -> None:
+    """Runs in the worker's main process before the pool forks, so children inherit the flag."""
+    global _warm_models
+    consume_from = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    names = set(getattr(consume_from, "consume_from", None) or {})
+    _warm_models = not names or bool(names & MODEL_QUEUES)
+
+
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     """Load models once per worker process, before the first task, so latency is predictable."""
+    if not _warm_models:
+        return
     from worker import runtime
 
     settings = get_settings()

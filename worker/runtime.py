@@ -6,6 +6,8 @@ import logging
 import threading
 from typing import Any
 
+import torch
+
 from callpulse.settings import Settings
 from worker.pipeline import segment
 from worker.pipeline.contracts import EmotionModel
@@ -21,6 +23,8 @@ def emotion_model(settings: Settings) -> EmotionModel:
     key = (settings.model_backend, str(settings.model_path or ""), settings.device, settings.dtype)
     with _lock:
         if key not in _emotion:
+            if settings.torch_threads > 0:
+                torch.set_num_threads(settings.torch_threads)
             log.info("loading emotion backend %s on %s", settings.model_backend, settings.device)
             _emotion[key] = load_backend(settings.model_backend, settings.model_path, settings.device,
                                          settings.dtype)

@@ -39,7 +39,12 @@ class Followups:
 
     ingest: list[uuid.UUID] = field(default_factory=list)
     infer_batches: list[list[uuid.UUID]] = field(default_factory=list)
+    # Finished recordings: a final rule evaluation, which also publishes recording.completed.
     completed: list[uuid.UUID] = field(default_factory=list)
+    # Recordings that got new predictions: evaluate their rules now, while the call is analyzed.
+    evaluate_rules: list[uuid.UUID] = field(default_factory=list)
+    # Recordings that failed: publish recording.failed.
+    failed: list[uuid.UUID] = field(default_factory=list)
 
 
 def _batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
@@ -50,15 +55,16 @@ def _cache(settings: Settings, rec: Recording) -> Path:
     return audio_store.cache_path(settings.resolved_media_dir, rec.tenant_id, rec.id)
 
 
-def fail_recording(recording_id: uuid.UUID, reason: str, settings: Settings) -> None:
+def fail_recording(recording_id: uuid.UUID, reason: str, settings: Settings) -> Followups:
     """Record a final failure with its reason (used when a stage gives up)."""
     with transaction() as s:
         rec = q.lock_recording(s, recording_id)
         if rec is None or RecordingStatus(rec.status).is_final:
-            return
+            return Followups()
         q.set_status(rec, RecordingStatus.failed, reason)
         cache = _cache(settings, rec)
     audio_store.drop_cache(cache)
+    return Followups(failed=[recording_id])
 
 
 def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
@@ -81,11 +87,9 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
         decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
         audio = decode.decode(media, settings.sample_rate, info)
     except decode.MediaError as exc:
-        fail_recording(recording_id, exc.reason, settings)
-        return Followups()
+        return fail_recording(recording_id, exc.reason, settings)
     except FileNotFoundError:
-        fail_recording(recording_id, "the media file is missing from storage", settings)
-        return Followups()
+        return fail_recording(recording_id, "the media file is missing from storage", settings)
 
     config = segment.SegmentationConfig(
         threshold=settings.vad_threshold,
@@ -182,6 +186,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                 followups.completed.append(rec_id)
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
+                if rows:
+                    followups.evaluate_rules.append(rec_id)
         caches = [_cache(settings, recordings[r]) for r in followups.completed]
     for cache in caches:
         audio_store.drop_cache(cache)
@@ -271,6 +277,7 @@ def sweep(settings: Settings) -> Followups:
                 q.set_status(rec, RecordingStatus.failed,
                              f"the pipeline made no progress after {settings.max_attempts} attempts "
                              f"(last state: {rec.status})")
+                followups.failed.append(rec.id)
                 continue
             rec.updated_at = utcnow()
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):

@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from callpulse.settings import get_settings
 from worker import stages
 from worker.celery_app import app
+from worker.tasks_rules import enqueue_rule_work
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def enqueue(followups: stages.Followups) -> None:
         ingest_recording.delay(str(rec_id))
     for batch in followups.infer_batches:
         infer_segments.delay([str(i) for i in batch])
+    enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
 
 
 def _give_up_or_retry(task: Task, exc: Exception, recording_ids: list[uuid.UUID], stage: str) -> None:
@@ -41,8 +43,8 @@ def _give_up_or_retry(task: Task, exc: Exception, recording_ids: list[uuid.UUID]
                          if transient else MAX_RETRIES)
     log.exception("%s gave up after %d retries", stage, task.request.retries)
     for rec_id in recording_ids:
-        stages.fail_recording(rec_id, f"internal error during {stage}: {type(exc).__name__}: {exc}"[:500],
-                              get_settings())
+        enqueue(stages.fail_recording(
+            rec_id, f"internal error during {stage}: {type(exc).__name__}: {exc}"[:500], get_settings()))
 
 
 @app.task(bind=True, name="callpulse.ingest_recording")

@@ -1,0 +1,192 @@
+"""/v1/rules: escalation rules (versioned), their versions, and backtests over stored recordings."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from api.deps import SessionDep, SettingsDep, TenantDep
+from api.schemas import ErrorOut, check_storable
+from api.schemas_rules import (
+    BacktestFiring,
+    BacktestIn,
+    BacktestOut,
+    Evidence,
+    RuleIn,
+    RuleList,
+    RuleOut,
+    RulePatch,
+    RuleVersionList,
+    RuleVersionOut,
+)
+from db.models import Rule, RuleVersion
+from db.queries import alerts as alerts_q
+from db.queries import rules as queries
+from db.queries.recordings import timeline
+from worker.rules import RuleDefinition, RuleError, evaluate, parse_definition, parse_text
+from worker.rules.trajectory import predicted_prefix
+
+router = APIRouter(prefix="/v1/rules", tags=["rules"])
+
+NOT_FOUND = "rule not found"
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
+    404: {"model": ErrorOut, "description": "No such rule for this tenant"},
+}
+# The body is read by hand (JSON or YAML), so its schema is declared here for the OpenAPI page.
+_RULE_SCHEMA = RuleIn.model_json_schema()
+RULE_BODY: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _RULE_SCHEMA}, "application/yaml": {"schema": _RULE_SCHEMA}}}}
+
+
+def _problems(where: tuple[str | int, ...], exc: RuleError) -> RequestValidationError:
+    return RequestValidationError([{"loc": (*where, *path), "msg": msg, "type": "rule_invalid"}
+                                   for path, msg in exc.problems])
+
+
+async def _rule_body(request: Request) -> RuleIn:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
+    if content_type not in ("application/json", *YAML_TYPES):
+        raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+                            detail="send the rule as application/json or application/yaml")
+    try:
+        raw = parse_text((await request.body()).decode("utf-8", errors="replace"), content_type)
+    except RuleError as exc:
+        raise _problems(("body",), exc) from exc
+    try:
+        return RuleIn.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError([
+            {"loc": ("body", *err["loc"]), "msg": err["msg"], "type": err["type"]}
+            for err in exc.errors(include_url=False, include_input=False)
+        ]) from exc
+
+
+# Parsed in a dependency (reading the body is async) so the handlers stay sync and run their
+# database work in the thread pool, like every other route.
+RuleBody = Annotated[RuleIn, Depends(_rule_body)]
+
+
+def _definition(body: RuleIn) -> tuple[dict[str, Any], RuleDefinition]:
+    """Validated definition as stored (a mapping) and as parsed; 422 naming each problem's path."""
+    raw: Any = body.definition
+    try:
+        if isinstance(raw, str):
+            raw = parse_text(raw, "application/yaml")
+        try:
+            check_storable(raw, "definition")
+        except ValueError as exc:
+            raise RuleError([((), str(exc))]) from exc
+        parsed = parse_definition(raw)
+    except RuleError as exc:
+        raise _problems(("body", "definition"), exc) from exc
+    return raw, parsed
+
+
+def _tenant_rule(session: Session, tenant_id: uuid.UUID, rule_id: uuid.UUID,
+                 for_update: bool = False) -> Rule:
+    rule = queries.get_rule(session, tenant_id, rule_id, for_update=for_update)
+    if rule is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
+    return rule
+
+
+def _current(session: Session, rule: Rule) -> RuleVersion:
+    version = queries.get_version(session, rule.id, rule.current_version)
+    assert version is not None, "a rule always has its current version"
+    return version
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=RuleOut, openapi_extra=RULE_BODY,
+             responses={401: ERRORS[401], 415: {"model": ErrorOut}}, summary="Create a rule (version 1)")
+def create_rule(session: SessionDep, tenant: TenantDep, body: RuleBody) -> RuleOut:
+    raw, parsed = _definition(body)
+    rule, version = queries.create_rule(session, tenant.id, body.name, body.description, body.enabled, raw,
+                                        parsed.severity)
+    return RuleOut.build(rule, version)
+
+
+@router.get("", response_model=RuleList, responses={401: ERRORS[401]}, summary="The tenant's rules")
+def list_rules(session: SessionDep, tenant: TenantDep,
+               enabled: Annotated[bool | None, Query(description="Only enabled or disabled rules")] = None
+               ) -> RuleList:
+    return RuleList(items=[RuleOut.build(r, v) for r, v in queries.list_rules(session, tenant.id, enabled)])
+
+
+@router.get("/{rule_id}", response_model=RuleOut, responses=ERRORS, summary="One rule, current version")
+def get_rule(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID) -> RuleOut:
+    rule = _tenant_rule(session, tenant.id, rule_id)
+    return RuleOut.build(rule, _current(session, rule))
+
+
+@router.get("/{rule_id}/versions", response_model=RuleVersionList, responses=ERRORS,
+            summary="Every version of a rule, oldest first")
+def list_versions(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID) -> RuleVersionList:
+    rule = _tenant_rule(session, tenant.id, rule_id)
+    return RuleVersionList(items=[RuleVersionOut.build(v) for v in queries.list_versions(session, rule.id)])
+
+
+@router.put("/{rule_id}", response_model=RuleOut, openapi_extra=RULE_BODY, responses=ERRORS,
+            summary="Replace a rule; a changed definition becomes a new version")
+def replace_rule(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID, body: RuleBody) -> RuleOut:
+    raw, parsed = _definition(body)
+    rule = _tenant_rule(session, tenant.id, rule_id, for_update=True)  # serialises concurrent edits
+    version = _current(session, rule)
+    if raw != version.definition:
+        version = queries.add_version(session, rule, raw, parsed.severity)
+    rule.name, rule.description, rule.enabled = body.name, body.description, body.enabled
+    session.flush()
+    return RuleOut.build(rule, version)
+
+
+@router.patch("/{rule_id}", response_model=RuleOut, responses=ERRORS,
+              summary="Enable, disable or rename a rule (no new version)")
+def patch_rule(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID, body: RulePatch) -> RuleOut:
+    rule = _tenant_rule(session, tenant.id, rule_id, for_update=True)
+    for field in ("name", "description", "enabled"):
+        value = getattr(body, field)
+        if value is not None:
+            setattr(rule, field, value)
+    session.flush()
+    return RuleOut.build(rule, _current(session, rule))
+
+
+@router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,
+               summary="Delete a rule (its alerts stay, naming the version that fired)")
+def delete_rule(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID) -> Response:
+    queries.delete_rule(_tenant_rule(session, tenant.id, rule_id, for_update=True))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{rule_id}/backtest", response_model=BacktestOut, responses=ERRORS,
+             summary="What the rule would have fired on stored recordings; creates nothing")
+def backtest(session: SessionDep, tenant: TenantDep, settings: SettingsDep, rule_id: uuid.UUID,
+             body: BacktestIn) -> BacktestOut:
+    rule = _tenant_rule(session, tenant.id, rule_id)
+    version = queries.get_version(session, rule.id, body.version or rule.current_version)
+    if version is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"rule has no version {body.version}")
+    definition = parse_definition(version.definition)
+    limit = settings.backtest_max_recordings
+    recordings = alerts_q.recordings_in_range(session, tenant.id, body.created_from, body.created_to,
+                                              limit + 1)
+    firings: list[BacktestFiring] = []
+    for rec in recordings[:limit]:
+        # The very function live evaluation runs, on the trajectory live evaluation would load.
+        for f in evaluate(definition, predicted_prefix(timeline(session, rec.id))):
+            firings.append(BacktestFiring(
+                recording_id=rec.id, external_id=rec.external_id, recording_status=rec.status,
+                window_key=f.window_key, severity=version.severity, fired_at_s=f.fired_at_s,
+                first_segment_index=f.first_segment_index, last_segment_index=f.last_segment_index,
+                start_s=f.start_s, end_s=f.end_s, evidence=[Evidence.model_validate(e) for e in f.evidence],
+            ))
+    # Only reads: no alert is stored and no event is published.
+    return BacktestOut(rule_id=rule.id, rule_version=version.version,
+                       recordings_evaluated=min(len(recordings), limit),
+                       truncated=len(recordings) > limit, firings=firings)
