@@ -13,6 +13,7 @@ test: install services lint pytest
 
 system:
 	scripts/ensure-ffmpeg.sh
+	scripts/ensure-chromium.sh
 
 $(STAMP): pyproject.toml
 	$(MAKE) system

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # CPU inference scales with worker processes; a second intra-op thread per process measured
     # slower for one segment and no faster for batches of 16 on small models (docs/MODELS.md).
     torch_threads: int = 1
+    # Generative backends (omni): the most tokens of <think>…</think><answer>…</answer> per segment.
+    # 128 holds a few sentences of reasoning plus the answer; a cut-off answer is still parsed.
+    omni_max_new_tokens: int = 128
 
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.

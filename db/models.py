@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import enum
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -309,3 +310,54 @@ class WebhookAttempt(Base):
     status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     response_excerpt: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- Dashboard and analytics indexes (issue 6; migration 0003) -----------------------------------
+
+# The newest prediction of a segment (what timelines and aggregates read) is found by an
+# index-only probe instead of a sort or a hash anti-join over every prediction.
+Index("ix_prediction_segment_newest", Prediction.segment_id, Prediction.created_at, Prediction.id)
+# Aggregates and the calls list filter on status within a tenant's time range.
+Index("ix_recording_tenant_status_created", Recording.tenant_id, Recording.status, Recording.created_at)
+# The calls list filtered by agent or queue (keys of the free metadata): newest first, without
+# walking the tenant's whole history for a rare agent.
+Index("ix_recording_tenant_agent", Recording.tenant_id, Recording.meta["agent"].as_string(),
+      Recording.created_at)
+Index("ix_recording_tenant_queue", Recording.tenant_id, Recording.meta["queue"].as_string(),
+      Recording.created_at)
+
+
+# --- Per-call emotion rollup (migration 0004) ----------------------------------------------------
+
+
+class RecordingEmotionRollup(Base):
+    """A finished call's emotions per (role, label): what /v1/analytics/emotions and the dashboard
+    overview sum, so they scan a few rows per call instead of joining segments and predictions.
+    Written with the ``done`` status, in its transaction (db.queries.analytics.write_emotion_rollup);
+    counts each segment's newest prediction. Every done call also has one row with role and label
+    ``*`` (CALL_ROW, zero figures), so calls without any prediction are still counted. The key
+    (recording_id, role, label) is the primary key. tenant_id, created_at, day, agent and queue
+    are copies of the recording's (its metadata is never edited), for the range scans."""
+
+    __tablename__ = "recording_emotion_rollup"
+    __table_args__ = (Index("ix_recording_emotion_rollup_tenant_created", "tenant_id", "created_at"),)
+
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recording.id", ondelete="CASCADE"),
+                                                    primary_key=True)
+    role: Mapped[str] = mapped_column(String(32), primary_key=True)
+    label: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # created_at's UTC calendar day, the "day" group key: a column has planner statistics (few
+    # distinct days: hash aggregation), an expression over created_at has none.
+    day: Mapped[date] = mapped_column(Date)
+    agent: Mapped[str | None] = mapped_column(Text, nullable=True)  # metadata ->> 'agent'
+    queue: Mapped[str | None] = mapped_column(Text, nullable=True)  # metadata ->> 'queue'
+    segments: Mapped[int] = mapped_column(Integer)
+    seconds: Mapped[float] = mapped_column(Float)
+    valence_sum: Mapped[float] = mapped_column(Float)
+    valence_n: Mapped[int] = mapped_column(Integer)
+    arousal_sum: Mapped[float] = mapped_column(Float)
+    arousal_n: Mapped[int] = mapped_column(Integer)
+    # The highest model version among the counted predictions (they normally share one).
+    model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -21,6 +19,7 @@ import pytest
 
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
+from tests.support import running_worker
 from worker import notify
 
 # Loopback receivers need the SSRF guard relaxed; retries are shortened so give-up takes seconds.
@@ -134,30 +133,8 @@ def rules_worker(broker: str, allow_loopback_targets: None) -> Iterator[subproce
     from worker.celery_app import app
 
     app.control.purge()  # messages left by modules without a worker must not run against this one
-    env = {**os.environ, **WORKER_ENV}
-    # A file, not a pipe: nobody reads the worker's log while it runs, and a full pipe blocks it.
-    log_path = Path(tempfile.mkdtemp(prefix="callpulse-rules-worker-")) / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "callpulse.cli", "worker", "--pool", "threads", "--concurrency", "4",
-             "--loglevel", "WARNING", "--name", f"rules-{uuid.uuid4().hex[:6]}@%h"],
-            stdout=subprocess.DEVNULL, stderr=log, env=env,
-        )
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited: {log_path.read_text()}")
-        if app.control.ping(timeout=1.0):
-            break
-    else:
-        proc.terminate()
-        raise RuntimeError("worker did not answer a ping within 120 s")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_worker("rules", ("--pool", "threads", "--concurrency", "4"), env=WORKER_ENV) as proc:
+        yield proc
 
 
 # (role, label, probability of the label, valence) per segment, 5 s apart, 4.5 s long.

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from sqlalchemy import func, select
 from callpulse.settings import get_settings
 from db.models import Prediction, Recording, Segment, utcnow
 from db.session import transaction
+from tests.support import running_worker
 from worker import stages
 from worker.pipeline.emotion.labels import CANONICAL_LABELS
 
@@ -41,28 +41,8 @@ def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def celery_worker(broker: str) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker process consuming every queue, as `callpulse worker` runs it in production."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "callpulse.cli", "worker", "--concurrency", "1", "--loglevel", "WARNING",
-         "--name", f"test-{uuid.uuid4().hex[:6]}@%h"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    from worker.celery_app import app
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"worker exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        if app.control.ping(timeout=1.0):
-            break
-    else:
-        proc.terminate()
-        raise RuntimeError("worker did not answer a ping within 120 s")
-    yield proc
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with running_worker("pipeline") as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -45,3 +45,5 @@ def release() -> None:
     with _lock:
         _emotion.clear()
         _vad = None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # hand cached blocks back so the next process on the GPU gets them

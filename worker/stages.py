@@ -15,6 +15,7 @@ from typing import Any, cast
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, Segment, utcnow
 from db.queries import pipeline as q
+from db.queries.analytics import write_emotion_rollup
 from db.session import transaction
 from worker import runtime
 from worker.pipeline import audio_store, decode, prosody, segment
@@ -138,6 +139,7 @@ def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
     pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
     if not pending:
         q.set_status(rec, RecordingStatus.done)
+        write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
         audio_store.drop_cache(_cache(settings, rec))
         return Followups(completed=[rec.id])
     return Followups(infer_batches=_batches(pending, settings.infer_batch_size))
@@ -183,6 +185,7 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
             done, total = q.progress(s, rec_id, model.name, model.version)
             if done >= total:
                 q.set_status(rec, RecordingStatus.done)
+                write_emotion_rollup(s, rec_id)  # the analytics rollup, in the transaction that sets done
                 followups.completed.append(rec_id)
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
@@ -288,6 +291,7 @@ def sweep(settings: Settings) -> Followups:
                 followups.infer_batches.extend(_batches(pending, settings.infer_batch_size))
             else:
                 q.set_status(rec, RecordingStatus.done)
+                write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
                 followups.completed.append(rec.id)
     if per_status:
         log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))

@@ -10,26 +10,54 @@ from worker.pipeline.emotion.labels import CANONICAL_LABELS
 __all__ = ["BACKENDS", "CANONICAL_LABELS", "BackendUnavailable", "load_backend"]
 
 BACKENDS: tuple[str, ...] = ("embedded", "audio-classifier", "omni", "r1-omni")
-_GPU_BACKENDS = frozenset({"audio-classifier", "omni", "r1-omni"})
 
 
 class BackendUnavailable(ValueError):
     """The requested backend exists in the design but cannot be loaded by this build."""
 
 
-def load_backend(backend: str, model_path: Path | None, device: str, dtype: str) -> EmotionModel:
+def load_backend(
+    backend: str, model_path: Path | None, device: str, dtype: str, *, max_new_tokens: int | None = None
+) -> EmotionModel:
     """Load a backend once per worker process.
 
     `model_path` is a local weights file or directory (no hub access on these machines);
-    `dtype` only matters to the GPU backends.
+    `dtype` only matters to the GPU backends; `max_new_tokens` to the generative ones (default:
+    CALLPULSE_OMNI_MAX_NEW_TOKENS).
     """
     if backend == "embedded":
         from worker.pipeline.emotion.embedded import load_model
 
         return load_model(device=device, weights_path=model_path)
-    if backend in _GPU_BACKENDS:
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown emotion backend {backend!r}; known: {', '.join(BACKENDS)}")
+    from worker.pipeline.emotion.hf_common import INSTALL_HINT, MissingDependency
+
+    if backend == "r1-omni":
         raise BackendUnavailable(
-            f"emotion backend {backend!r} needs the [gpu] extra (pip install 'callpulse[gpu]') and is not "
-            "available in this build yet; use CALLPULSE_MODEL_BACKEND=embedded"
+            "emotion backend 'r1-omni' (the released R1-Omni/HumanOmni-0.5B layout) is not implemented in "
+            "this build yet (installing the [gpu] extra does not add it); use 'omni' with a "
+            "Qwen2.5-Omni-family checkpoint, or 'audio-classifier' (docs/MODELS.md)"
         )
-    raise BackendUnavailable(f"unknown emotion backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if model_path is None:
+        raise BackendUnavailable(
+            f"emotion backend {backend!r} needs the [gpu] extra ({INSTALL_HINT}) and a local checkpoint "
+            "directory: set CALLPULSE_MODEL_PATH or --model-path (no hub downloads)"
+        )
+
+    try:
+        if backend == "audio-classifier":
+            from worker.pipeline.emotion import audio_classifier
+
+            return audio_classifier.load_model(model_path, device, dtype)
+        from worker.pipeline.emotion import omni
+
+        if max_new_tokens is None:
+            from callpulse.settings import get_settings
+
+            max_new_tokens = get_settings().omni_max_new_tokens
+        return omni.load_model(model_path, device, dtype, max_new_tokens=max_new_tokens)
+    except MissingDependency as exc:
+        raise BackendUnavailable(
+            f"emotion backend {backend!r} needs transformers, which is not installed here: {INSTALL_HINT}"
+        ) from exc

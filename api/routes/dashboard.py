@@ -1,0 +1,255 @@
+"""/dashboard: the supervisors' pages (server-rendered): login, overview, calls, a call, alerts.
+
+Every page is tenant-scoped through the cookie session (api.dashboard_auth); another tenant's call
+answers 404 exactly like a call that does not exist. Live parts are in dashboard_live."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from api.dashboard_auth import PageTenantDep, clear_session_cookie, set_session_cookie
+from api.dashboard_views import (
+    LINE_W,
+    alert_shares,
+    day_columns,
+    every_day,
+    role_timelines,
+    stacked_parts,
+    templates,
+    time_ticks,
+    trend_points,
+)
+from api.deps import SessionDep, SettingsDep, decode_cursor, encode_cursor
+from api.routes import recordings as recordings_api
+from api.routes.analytics import resolve_range
+from api.schemas import Timeline
+from db.models import RecordingStatus
+from db.queries import analytics as analytics_q
+from db.queries import dashboard as queries
+from db.queries import recordings as recordings_q
+from db.queries.tenants import hash_key, tenant_for_key
+from worker.pipeline.decode import MediaError
+
+router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
+
+PAGE_SIZE = 50
+CHANNEL_LAYOUTS = {
+    "agent-customer": {"0": "agent", "1": "customer"},
+    "customer-agent": {"0": "customer", "1": "agent"},
+    "mono": {},
+}
+
+
+# Pages load only their own script, styles, media and event stream, and may not be framed
+# (clickjacking against a cookie session). Inline style attributes colour the label swatches.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def _page(request: Request, template: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context, status_code=code, headers=SECURITY_HEADERS)
+
+
+def _message(request: Request, title: str, text: str, code: int, tenant_name: str | None = None
+             ) -> HTMLResponse:
+    return _page(request, "message.html", {"title": title, "text": text, "tenant_name": tenant_name}, code)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only our own pages: never an absolute or scheme-relative URL (no open redirect).
+    if target and target.startswith("/dashboard") and not target.startswith("//"):
+        return target
+    return "/dashboard"
+
+
+@router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next_url: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
+    return _page(request, "login.html", {"next": _safe_next(next_url), "error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+def login(request: Request, session: SessionDep, settings: SettingsDep,
+          api_key: Annotated[str, Form(max_length=200)] = "",
+          next_url: Annotated[str | None, Form(alias="next")] = None) -> Response:
+    key = api_key.strip()
+    tenant = tenant_for_key(session, key) if key else None
+    if tenant is None:
+        return _page(request, "login.html", {"next": _safe_next(next_url),
+                                             "error": "That API key is not valid (or was revoked)."},
+                     status.HTTP_401_UNAUTHORIZED)
+    response = RedirectResponse(_safe_next(next_url), status.HTTP_303_SEE_OTHER)
+    set_session_cookie(response, settings, tenant.id, hash_key(key))
+    return response
+
+
+@router.post("/logout")
+def logout() -> Response:
+    response = RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER)
+    clear_session_cookie(response)
+    return response
+
+
+def _day(value: str | None, field: str) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise RequestValidationError([{"loc": ("query", field), "msg": "expected a date YYYY-MM-DD",
+                                       "type": "date_parsing"}]) from exc
+
+
+def _day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@router.get("", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
+             start_day: Annotated[str | None, Query(alias="from")] = None,
+             end_day: Annotated[str | None, Query(alias="to")] = None) -> HTMLResponse:
+    first, last = _day(start_day, "from"), _day(end_day, "to")
+    end = _day_start(last or datetime.now(UTC).date()) + timedelta(days=1)
+    start, end = resolve_range(_day_start(first) if first else end - timedelta(days=14), end)
+    last_day = (end - timedelta(days=1)).date()
+    by_day = every_day(analytics_q.emotion_distribution(session, tenant.id, "day", start, end), start.date(),
+                       last_day)
+    alerts_by_day = alert_shares(analytics_q.alert_summary(session, tenant.id, "day", start, end))
+    keys = [g.key for g in by_day]
+    tables = {}
+    for group_by in ("agent", "queue"):
+        alerts = alert_shares(analytics_q.alert_summary(session, tenant.id, group_by, start, end))
+        groups = analytics_q.emotion_distribution(session, tenant.id, group_by, start, end)
+        tables[group_by] = [(g, stacked_parts(g, 100.0), alerts.get(g.key)) for g in groups]
+    return _page(request, "overview.html", {
+        "tenant_name": tenant.name, "nav": "overview",
+        "start": start.date().isoformat(), "end": last_day.isoformat(),
+        "api_query": f"from={start.isoformat()}&to={end.isoformat()}".replace("+", "%2B"),
+        "columns": day_columns(by_day),
+        "alert_line": trend_points(keys, [alerts_by_day[k].alert_share if k in alerts_by_day else None
+                                          for k in keys], 0.0, 1.0),
+        "valence_line": trend_points(keys, [g.mean_valence for g in by_day], -1.0, 1.0),
+        "tables": tables, "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
+        # Day labels under the axis: about ten per line chart, twenty under the bars.
+        "label_every": max(1, math.ceil(len(keys) / 10)),
+    })
+
+
+def _filters(status_filter: str | None, start_day: str | None, end_day: str | None, agent: str | None,
+             queue: str | None, label: str | None) -> queries.CallFilters:
+    if status_filter and status_filter not in {s.value for s in RecordingStatus}:
+        raise RequestValidationError([{"loc": ("query", "status"), "msg": "unknown status",
+                                       "type": "enum"}])
+    first, last = _day(start_day, "from"), _day(end_day, "to")
+    return queries.CallFilters(
+        status=status_filter or None, created_after=_day_start(first) if first else None,
+        created_before=_day_start(last) + timedelta(days=1) if last else None,
+        agent=(agent or "").strip() or None, queue=(queue or "").strip() or None, label=label or None,
+    )
+
+
+@router.get("/recordings", response_class=HTMLResponse)
+def recordings(
+    request: Request, session: SessionDep, tenant: PageTenantDep,
+    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
+    start_day: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    end_day: Annotated[str | None, Query(alias="to", max_length=10)] = None,
+    agent: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    queue: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    label: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z]*$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    filters = _filters(status_filter, start_day, end_day, agent, queue, label)
+    after = decode_cursor(cursor) if cursor else None
+    rows = queries.list_calls(session, tenant.id, filters, PAGE_SIZE + 1, after)
+    items, more = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
+    next_query = None
+    if more:
+        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        params["cursor"] = encode_cursor(items[-1].created_at, items[-1].id)
+        next_query = urlencode(params)
+    return _page(request, "recordings.html", {
+        "tenant_name": tenant.name, "nav": "recordings", "calls": queries.summarize(session, items),
+        "filters": {"status": status_filter or "", "from": start_day or "", "to": end_day or "",
+                    "agent": agent or "", "queue": queue or "", "label": label or ""},
+        "statuses": [s.value for s in RecordingStatus], "next_query": next_query,
+        "layouts": list(CHANNEL_LAYOUTS),
+    })
+
+
+def _refusal(exc: Exception) -> tuple[int, str]:
+    """Status and readable reason of an upload the API refused."""
+    if isinstance(exc, MediaError):
+        return exc.status_code, exc.reason
+    if isinstance(exc, RequestValidationError):
+        return status.HTTP_422_UNPROCESSABLE_CONTENT, "; ".join(str(e.get("msg", "")) for e in exc.errors())
+    assert isinstance(exc, HTTPException)
+    return exc.status_code, str(exc.detail)
+
+
+@router.post("/upload", response_class=HTMLResponse)
+def upload(
+    request: Request, session: SessionDep, tenant: PageTenantDep, settings: SettingsDep,
+    file: Annotated[UploadFile, File()],
+    layout: Annotated[str, Form()] = "agent-customer",
+    external_id: Annotated[str, Form(max_length=255)] = "",
+    agent: Annotated[str, Form(max_length=200)] = "",
+    queue: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """The same upload as POST /v1/recordings, from the calls page; then the call's page."""
+    extra = {k: v.strip() for k, v in (("agent", agent), ("queue", queue)) if v.strip()}
+    metadata: dict[str, Any] = {"channel_roles": CHANNEL_LAYOUTS.get(layout, {}), "metadata": extra}
+    if external_id.strip():
+        metadata["external_id"] = external_id.strip()
+    try:
+        accepted = recordings_api.upload_recording(session, tenant, settings, Response(), file,
+                                                   json.dumps(metadata))
+    except (HTTPException, MediaError, RequestValidationError) as exc:
+        code, reason = _refusal(exc)
+        return _message(request, "The upload was refused", reason, code, tenant.name)
+    return RedirectResponse(f"/dashboard/recordings/{accepted.id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.get("/recordings/{recording_id}", response_class=HTMLResponse)
+def recording(request: Request, session: SessionDep, tenant: PageTenantDep, settings: SettingsDep,
+              recording_id: uuid.UUID) -> HTMLResponse:
+    rec = recordings_q.get_recording(session, tenant.id, recording_id)
+    if rec is None:
+        return _message(request, "Call not found", "There is no such call for your tenant.",
+                        status.HTTP_404_NOT_FOUND, tenant.name)
+    timeline = Timeline.build(rec, recordings_q.timeline(session, rec.id))
+    duration = max(rec.duration_s or 0.0, max((s.end_s for s in timeline.segments), default=0.0), 1.0)
+    summary = queries.summarize(session, [rec])[0]
+    return _page(request, "recording.html", {
+        "tenant_name": tenant.name, "nav": "recordings", "call": summary, "rec": rec,
+        "final": RecordingStatus(rec.status).is_final, "segments": timeline.segments,
+        "charts": role_timelines(timeline.segments, duration, settings.dashboard_low_confidence),
+        "ticks": time_ticks(duration), "duration": duration,
+        "alerts": queries.recording_alerts(session, tenant.id, rec.id),
+        "low_confidence": settings.dashboard_low_confidence,
+        # No transcription stage exists yet: the panel shows its empty state until one does.
+        "transcript": [],
+    })
+
+
+@router.get("/alerts", response_class=HTMLResponse)
+def alerts(request: Request, session: SessionDep, tenant: PageTenantDep) -> HTMLResponse:
+    return _page(request, "alerts.html", {
+        "tenant_name": tenant.name, "nav": "alerts",
+        "alerts": queries.recent_alerts(session, tenant.id, PAGE_SIZE),
+        # The stream starts where this page's list ends, so nothing fired in between is lost.
+        "stream_since": datetime.now(UTC).isoformat(),
+    })

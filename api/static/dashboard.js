@@ -1,0 +1,107 @@
+// CallPulse dashboard: seeking the call audio, live call status, the live alert feed.
+// Plain script, no build step; every feature checks for its element first.
+(function () {
+  "use strict";
+  const player = document.getElementById("player");
+
+  function seekTo(seconds) {
+    if (!player || !Number.isFinite(seconds)) return;
+    const apply = () => { player.currentTime = Math.max(0, seconds); };
+    // Before metadata is known the browser may ignore a seek; apply it once it can.
+    if (player.readyState >= 1) apply();
+    else { player.addEventListener("loadedmetadata", apply, { once: true }); player.load(); }
+  }
+
+  function seekFromHash() {
+    const match = /^#t=(\d+(?:\.\d+)?)$/.exec(window.location.hash);
+    if (match) seekTo(parseFloat(match[1]));
+  }
+
+  if (player) {
+    document.addEventListener("click", (event) => {
+      const target = event.target.closest("[data-seek]");
+      if (target) { event.preventDefault(); seekTo(parseFloat(target.dataset.seek)); }
+    });
+    // SVG points are focusable "buttons": Enter and Space act like a click.
+    document.addEventListener("keydown", (event) => {
+      const target = event.target.closest && event.target.closest("svg [data-seek]");
+      if (target && (event.key === "Enter" || event.key === " ")) {
+        event.preventDefault(); seekTo(parseFloat(target.dataset.seek));
+      }
+    });
+    const position = document.getElementById("position");
+    const playheads = document.querySelectorAll(".timeline-svg");
+    player.addEventListener("timeupdate", () => {
+      const t = player.currentTime;
+      if (position) position.textContent = Math.floor(t / 60) + ":" + (t % 60).toFixed(1).padStart(4, "0");
+      playheads.forEach((svg) => {
+        const duration = parseFloat(svg.dataset.duration);
+        const line = svg.querySelector(".playhead");
+        if (!line || !(duration > 0)) return;
+        const x = 72 + (960 - 72 - 16) * Math.min(t, duration) / duration;
+        line.setAttribute("x1", x.toFixed(1)); line.setAttribute("x2", x.toFixed(1));
+      });
+    });
+    window.addEventListener("hashchange", seekFromHash);
+    seekFromHash();
+  }
+
+  // A call still being analyzed: poll its status, reload (keeping #t=) once it is final.
+  const callStatus = document.getElementById("call-status");
+  if (callStatus && callStatus.dataset.statusUrl) {
+    const poll = async () => {
+      try {
+        const response = await fetch(callStatus.dataset.statusUrl, { credentials: "same-origin" });
+        if (response.ok) {
+          const body = await response.json();
+          if (body.final) { window.location.reload(); return; }
+          callStatus.querySelector(".status").textContent = body.status;
+        }
+      } catch (err) { /* a failed poll is retried on the next tick */ }
+      window.setTimeout(poll, 1500);
+    };
+    window.setTimeout(poll, 1500);
+  }
+
+  // The calls list: rows not yet final are re-rendered by the server every 2 s until they are.
+  const calls = document.getElementById("calls");
+  if (calls && calls.dataset.liveUrl) {
+    const poll = async () => {
+      const pending = Array.from(calls.querySelectorAll("tbody tr[data-final='false']")).map((r) => r.dataset.id);
+      if (pending.length === 0) return;
+      try {
+        const query = pending.map((id) => "ids=" + encodeURIComponent(id)).join("&");
+        const response = await fetch(calls.dataset.liveUrl + "?" + query, { credentials: "same-origin" });
+        if (response.ok) {
+          for (const item of (await response.json()).items) {
+            const row = calls.querySelector("tr[data-id='" + item.id + "']");
+            if (row) row.outerHTML = item.html;
+          }
+        }
+      } catch (err) { /* retried on the next tick */ }
+      window.setTimeout(poll, 2000);
+    };
+    window.setTimeout(poll, 2000);
+  }
+
+  // The alert feed: server-sent events; EventSource reconnects by itself with Last-Event-ID.
+  const feed = document.getElementById("alert-feed");
+  if (feed && feed.dataset.streamUrl && window.EventSource) {
+    const state = document.getElementById("feed-state");
+    const empty = document.getElementById("feed-empty");
+    const source = new EventSource(feed.dataset.streamUrl);
+    source.addEventListener("open", () => { if (state) state.textContent = "Live: new alerts appear here."; });
+    source.addEventListener("error", () => { if (state) state.textContent = "Connection lost; reconnecting…"; });
+    source.addEventListener("alert", (event) => {
+      const alert = JSON.parse(event.data);
+      if (feed.querySelector("[data-alert-id='" + alert.id + "']")) return;
+      const holder = document.createElement("ol");
+      holder.innerHTML = alert.html; // rendered and escaped by the server's template
+      const item = holder.firstElementChild;
+      item.classList.add("fresh");
+      feed.prepend(item);
+      if (empty) empty.hidden = true;
+    });
+    window.addEventListener("pagehide", () => source.close());
+  }
+})();

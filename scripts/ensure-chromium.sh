@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The dashboard's browser tests drive headless Chromium through Playwright using the distribution's
+# browser (Playwright's own browser download is not used); install it from Debian if missing.
+set -euo pipefail
+if [ -x /usr/bin/chromium ]; then exit 0; fi
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if command -v apt-get >/dev/null; then
+  echo "installing chromium and chromium-driver (apt-get)" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver >/dev/null
+else
+  echo "please install Chromium at /usr/bin/chromium (or set CALLPULSE_TEST_CHROMIUM) and re-run" >&2; exit 1
+fi

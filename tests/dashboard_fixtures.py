@@ -1,0 +1,55 @@
+"""Calls stored directly (recording, segments, one prediction per labelled segment) for the
+analytics and dashboard tests, which need exact figures rather than a model's output. Done calls
+also get their emotion rollup, written by the same function the pipeline calls on completion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from db.models import Prediction, Recording, RecordingStatus, Segment
+from db.queries.analytics import write_emotion_rollup
+from db.session import transaction
+
+# (role, label, seconds, valence); agent segments carry no prediction (tenant policy).
+Seg = tuple[str, str | None, float, float | None]
+
+
+def store_call(tenant_id: uuid.UUID, created_at: datetime, meta: dict, segments: list[Seg],
+               status: str = "done") -> uuid.UUID:
+    """A recording with its segments and one prediction per labelled segment, stored directly."""
+    with transaction() as s:
+        rec = Recording(tenant_id=tenant_id, filename="call.wav", media_uri="/nonexistent.wav", meta=meta,
+                        channels=2, channel_roles={"0": "agent", "1": "customer"}, duration_s=60.0,
+                        status=status, created_at=created_at, updated_at=created_at)
+        s.add(rec)
+        s.flush()
+        start = 0.0
+        for index, (role, label, seconds, valence) in enumerate(segments):
+            seg = Segment(recording_id=rec.id, index=index, channel=int(role == "customer"), speaker=role,
+                          role=role, start_s=start, end_s=start + seconds, analyzed=label is not None,
+                          skip_reason=None if label else "policy")
+            s.add(seg)
+            s.flush()
+            if label is not None:
+                s.add(Prediction(segment_id=seg.id, model_name="embedded", model_version="1", label=label,
+                                 raw_label=label, scores={label: 1.0}, valence=valence, arousal=0.5,
+                                 confidence=0.9, reasoning=[], created_at=created_at))
+            start += seconds + 1.0
+        if status == RecordingStatus.done.value:
+            write_emotion_rollup(s, rec.id)  # as worker.stages does when a recording becomes done
+        return rec.id
+
+
+def rescore_last_customer_segment(rec_id: uuid.UUID, label: str, valence: float) -> None:
+    """A newer model version's prediction for a segment: aggregates must count only this one."""
+    with transaction() as s:
+        seg = (s.query(Segment).filter_by(recording_id=rec_id, role="customer")
+               .order_by(Segment.index.desc()).first())
+        assert seg is not None
+        s.add(Prediction(segment_id=seg.id, model_name="embedded", model_version="2", label=label,
+                         raw_label=label, scores={label: 1.0}, valence=valence, arousal=0.5, confidence=0.9,
+                         reasoning=[], created_at=datetime.now(UTC)))
+        rec = s.get(Recording, rec_id)
+        if rec is not None and rec.status == RecordingStatus.done.value:
+            write_emotion_rollup(s, rec_id)  # a re-analysis finishing would rewrite the rollup too

@@ -1,0 +1,143 @@
+"""The dashboard at the HTTP level (no browser): the cookie session, tenant scoping, the media
+endpoint's Range support, filters and the live endpoints."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from api.dashboard_auth import COOKIE_NAME, DashboardSession, decode_session, encode_session
+from db.models import ApiKey, Recording
+from db.session import transaction
+from tests.dashboard_fixtures import store_call
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    from api.main import create_app
+
+    with TestClient(create_app(), follow_redirects=False) as c:
+        yield c
+
+
+def _login(client: TestClient, key: str) -> None:
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/recordings"})
+    assert resp.status_code == 303 and resp.headers["location"] == "/dashboard/recordings", resp.text
+
+
+def test_login_sets_a_signed_httponly_cookie_without_the_key(client: TestClient, make_tenant) -> None:
+    _, key = make_tenant()
+    assert client.get("/dashboard/recordings").status_code == 303  # not logged in: to the login form
+    assert client.get("/dashboard/recordings").headers["location"].startswith("/dashboard/login?next=")
+    bad = client.post("/dashboard/login", data={"api_key": "cpk_wrong"})
+    assert bad.status_code == 401 and "not valid" in bad.text
+
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "https://evil.example/"})
+    assert resp.status_code == 303 and resp.headers["location"] == "/dashboard"  # no open redirect
+    cookie = resp.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/dashboard" in cookie
+    value = client.cookies[COOKIE_NAME]
+    assert key not in value and key.removeprefix("cpk_") not in value
+    page = client.get("/dashboard/recordings")
+    assert page.status_code == 200 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert client.get("/dashboard").status_code == 200
+    assert client.get("/dashboard/alerts").status_code == 200
+
+    out = client.post("/dashboard/logout")
+    assert out.status_code == 303 and COOKIE_NAME in out.headers["set-cookie"]
+    assert client.get("/dashboard/recordings").status_code == 303
+
+
+def test_forged_expired_and_revoked_sessions_are_refused(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    _login(client, key)
+    payload, _, signature = client.cookies[COOKIE_NAME].partition(".")
+    other_id, _ = make_tenant()
+    forged = encode_session(DashboardSession(other_id, "0" * 64, 2**40), b"guessed secret")
+    for value in (forged, f"{payload}.{signature[:-2]}xx", "garbage"):
+        client.cookies.set(COOKIE_NAME, value, path="/dashboard")
+        assert client.get("/dashboard/recordings").status_code == 303
+        assert client.get("/dashboard/live/recordings", params={"ids": str(uuid.uuid4())}).status_code == 401
+    assert decode_session(f"{payload}.{signature}", b"x") is None
+    expired = encode_session(DashboardSession(tenant_id, "0" * 64, 1), b"s")
+    assert decode_session(expired, b"s") is None
+
+    client.cookies.set(COOKIE_NAME, f"{payload}.{signature}", path="/dashboard")
+    assert client.get("/dashboard/recordings").status_code == 200
+    with transaction() as s:
+        s.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id).values(revoked_at=datetime.now(UTC)))
+    assert client.get("/dashboard/recordings").status_code == 303  # revoking the key ends the session
+
+
+def test_other_tenants_call_is_not_found(client: TestClient, make_tenant, tmp_path: Path) -> None:
+    owner_id, _ = make_tenant()
+    rec_id = store_call(owner_id, datetime.now(UTC), {}, [("customer", "angry", 3.0, -0.6)])
+    _, intruder_key = make_tenant()
+    _login(client, intruder_key)
+    for path in ("", "/media", "/status"):
+        assert client.get(f"/dashboard/recordings/{rec_id}{path}").status_code == 404
+    rows = client.get("/dashboard/live/recordings", params={"ids": str(rec_id)}).json()
+    assert rows["items"] == []
+    assert str(rec_id) not in client.get("/dashboard/recordings").text
+
+
+def test_media_answers_range_requests(client: TestClient, make_tenant, tmp_path: Path) -> None:
+    tenant_id, key = make_tenant()
+    media = tmp_path / "call.ogg"
+    media.write_bytes(bytes(range(256)) * 4)
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "happy", 2.0, 0.5)])
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == rec_id).values(media_uri=str(media)))
+    assert client.get(f"/dashboard/recordings/{rec_id}/media").status_code == 401
+    _login(client, key)
+    full = client.get(f"/dashboard/recordings/{rec_id}/media")
+    assert full.status_code == 200 and full.headers["content-type"] == "audio/ogg"
+    assert full.headers["accept-ranges"] == "bytes" and len(full.content) == 1024
+    part = client.get(f"/dashboard/recordings/{rec_id}/media", headers={"Range": "bytes=300-309"})
+    assert part.status_code == 206 and part.headers["content-range"] == "bytes 300-309/1024"
+    assert part.content == bytes(range(44, 54))
+
+
+def test_calls_list_shows_summary_and_filters(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    now = datetime.now(UTC)
+    angry = store_call(tenant_id, now, {"agent": "ann", "queue": "billing"},
+                       [("agent", None, 2.0, None), ("customer", "neutral", 2.0, 0.1),
+                        ("customer", "angry", 5.0, -0.7)])
+    calm = store_call(tenant_id, now, {"agent": "bob"}, [("customer", "happy", 3.0, 0.6)])
+    _login(client, key)
+    page = client.get("/dashboard/recordings").text
+    assert str(angry) in page and str(calm) in page
+    # The customer's dominant emotion (by speech time) and the worst moment with its time link.
+    assert f'/dashboard/recordings/{angry}#t=6.00' in page and "angry" in page
+    for query, shown, hidden in (("agent=ann", angry, calm), ("queue=billing", angry, calm),
+                                 ("label=happy", calm, angry), ("status=done", angry, None)):
+        text = client.get(f"/dashboard/recordings?{query}").text
+        assert str(shown) in text, query
+        assert hidden is None or str(hidden) not in text, query
+    assert client.get("/dashboard/recordings?status=nope").status_code == 422
+    live = client.get("/dashboard/live/recordings", params=[("ids", str(angry)), ("ids", str(calm))]).json()
+    assert {item["id"] for item in live["items"]} == {str(angry), str(calm)}
+    assert all(item["final"] and item["html"].startswith("<tr") for item in live["items"])
+    status = client.get(f"/dashboard/recordings/{angry}/status").json()
+    assert status["final"] and status["segments_done"] == status["segments_total"] == 2
+
+
+def test_call_page_renders_timeline_and_empty_transcript(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {"agent": "ann"},
+                        [("agent", None, 2.0, None), ("customer", "angry", 4.0, -0.7)])
+    _login(client, key)
+    page = client.get(f"/dashboard/recordings/{rec_id}")
+    assert page.status_code == 200
+    text = page.text
+    assert f'src="/dashboard/recordings/{rec_id}/media"' in text
+    assert 'class="timeline-svg"' in text and 'role="button"' in text and 'data-seek="3.000"' in text
+    assert "No transcript for this call" in text
+    assert client.get(f"/dashboard/recordings/{uuid.uuid4()}").status_code == 404
