@@ -4,22 +4,31 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system services lint pytest bench clean
+.PHONY: demo test install system test-system services lint pytest bench clean
 
 demo: install
 	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg --roles agent,customer
 
-test: install services lint pytest
+test: install test-system services lint pytest
+
+# Where pip finds the CPU build of torch 2.13.0. Empty: pip's own configuration (on the project's
+# build machines a local wheel directory holds it). Elsewhere use the PyTorch CPU index, e.g.
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# since PyPI's torch==2.13.0 is the CUDA build with several GB of nvidia wheels.
+TORCH_INDEX ?=
 
 system:
-	scripts/ensure-ffmpeg.sh
+	PYTHON=$(PYTHON) scripts/ensure-system.sh
+
+# Only the dashboard's browser tests need Chromium; `make demo` does not install it.
+test-system:
 	scripts/ensure-chromium.sh
 
 $(STAMP): pyproject.toml
 	$(MAKE) system
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	# torch is pinned to the CPU build in pyproject; GPU hosts add the [gpu] extra.
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install -q --index-url $(TORCH_INDEX) "torch==2.13.0")
 	$(BIN)/python -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 

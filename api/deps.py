@@ -6,7 +6,7 @@ import base64
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Query, status
@@ -70,6 +70,8 @@ def validation_error(
 
 # Cursors are opaque to clients: url-safe base64 of "<created_at ISO>|<id>" of the page's last row.
 def encode_cursor(created_at: datetime, recording_id: uuid.UUID) -> str:
+    if created_at.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
+        created_at = created_at.replace(tzinfo=UTC)
     raw = f"{created_at.isoformat()}|{recording_id}".encode()
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 

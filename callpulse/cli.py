@@ -95,7 +95,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if args.pool:
         argv += ["--pool", args.pool]
     if args.beat:
-        argv.append("--beat")
+        # Beat keeps its schedule file in a writable data folder (the image's /app is read-only
+        # to the service user, and beat dies if it cannot write it).
+        data_dir = get_settings().data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        argv += ["--beat", "--schedule", str(data_dir / "celerybeat-schedule")]
     app.worker_main(argv=argv)
     return 0
 
@@ -117,8 +121,8 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
 
     try:
         with transaction() as s:
-            tenant = create_tenant(s, args.name, _csv(args.analyzed_roles),
-                                   analyze_unknown_roles=not args.skip_unknown_roles)
+            roles = _csv(args.analyzed_roles) if args.analyzed_roles else None
+            tenant = create_tenant(s, args.name, roles, analyze_unknown_roles=not args.skip_unknown_roles)
             tenant_id = tenant.id
     except TenantExists as exc:
         print(f"callpulse tenants create: {exc}", file=sys.stderr)
@@ -200,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
     p = tenants.add_parser("create", help="create a tenant; prints its id alone on the last line")
     p.add_argument("name")
-    p.add_argument("--analyzed-roles", default="customer",
-                   help="roles that get emotion inference (default: customer)")
+    p.add_argument("--analyzed-roles",
+                   help="comma list of roles that get emotion inference (default: "
+                   "CALLPULSE_DEFAULT_ANALYZED_ROLES, itself 'customer')")
     p.add_argument("--skip-unknown-roles", action="store_true",
                    help="do not analyze speakers whose role is unknown (mono calls)")
     p.set_defaults(func=cmd_tenants_create)

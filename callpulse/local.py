@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 import uuid
@@ -20,6 +21,7 @@ from worker import runtime, stages
 from worker.pipeline import decode
 
 LOCAL_TENANT = "local"
+log = logging.getLogger(__name__)
 
 
 class Progress:
@@ -75,7 +77,7 @@ def analyze_files(
             decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
         except decode.MediaError as exc:
             progress.update(n, path.name, f"failed: {exc.reason}", final=True)
-            yield {"file": str(path), "status": "failed", "error": exc.reason, "segments": []}
+            yield _failed(path, exc.reason)
             continue
         # --roles describes a channel layout; a file with another layout keeps 'unknown' roles
         # rather than having, say, a mono mix of both parties labelled with channel 0's role.
@@ -93,19 +95,29 @@ def analyze_files(
             s.flush()
             rec_id = rec.id
 
-        followups = stages.ingest(rec_id, settings)
-        total = sum(len(b) for b in followups.infer_batches)
-        done = 0
-        for batch in followups.infer_batches:
-            progress.update(n, path.name, f"segments {done}/{total}")
-            stages.infer(batch, settings, model)
-            done += len(batch)
+        try:
+            followups = stages.ingest(rec_id, settings)
+            total = sum(len(b) for b in followups.infer_batches)
+            done = 0
+            for batch in followups.infer_batches:
+                progress.update(n, path.name, f"segments {done}/{total}")
+                stages.infer(batch, settings, model)
+                done += len(batch)
+        except Exception as exc:  # one broken file must not end a multi-file run
+            log.exception("analysis of %s failed", path)
+            stages.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
         result = _result(path, rec_id)
         elapsed = time.perf_counter() - started
         speed = (result.get("duration_s") or 0) / elapsed if elapsed > 0 else 0.0
         progress.update(n, path.name, f"{result['status']}: {len(result['segments'])} segments, "
                         f"{elapsed:.1f} s ({speed:.0f}x real time)", final=True)
         yield result
+
+
+def _failed(path: Path, reason: str) -> dict[str, Any]:
+    """The same keys as a timeline, for a file that never became a recording."""
+    return {"file": str(path), "recording_id": None, "status": "failed", "duration_s": None,
+            "error": reason, "segments": []}
 
 
 def _result(path: Path, recording_id: uuid.UUID) -> dict[str, Any]:

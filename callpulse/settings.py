@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -56,7 +57,8 @@ class Settings(BaseSettings):
     max_attempts: int = 5
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
-    default_analyzed_roles: list[str] = ["customer"]
+    # Comma list or JSON list in the environment (NoDecode: the validator below splits it).
+    default_analyzed_roles: Annotated[list[str], NoDecode] = ["customer"]
 
     # --- Rules and webhooks (issue 5) ---
     # The SSRF guard refuses loopback, private, link-local and other non-public webhook targets
@@ -89,8 +91,11 @@ class Settings(BaseSettings):
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod
     def _split_roles(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip().lower() for part in text.split(",") if part.strip()]
         return value
 
     @property

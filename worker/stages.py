@@ -77,6 +77,15 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
         if q.has_segments(s, rec.id):
             # A re-run after segmentation committed: only the inference may be missing.
             return _resume_inference(s, rec, settings)
+        # Counted when a worker really starts, so a recording merely waiting in a long queue is
+        # never failed, while one whose decoding keeps killing its worker (out of memory, say;
+        # the message comes back by reject_on_worker_lost) stops after max_attempts.
+        rec.attempts += 1
+        if rec.attempts > settings.max_attempts:
+            q.set_status(rec, RecordingStatus.failed,
+                         f"decoding was started {settings.max_attempts} times without finishing "
+                         "(the worker may have run out of memory on this file)")
+            return Followups(failed=[rec.id])
         q.set_status(rec, RecordingStatus.decoding)
         media = Path(rec.media_uri)
         roles = {int(k): v for k, v in (rec.channel_roles or {}).items()}
@@ -101,7 +110,7 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
     speech = segment.run(runtime.vad_model(), audio, roles, config)
     rows = []
     for seg in speech:
-        analyzed = seg.role in analyzed_roles or (seg.role == "unknown" and analyze_unknown)
+        analyzed, skip_reason = _policy(seg.role, audio.channels, analyzed_roles, analyze_unknown)
         clip = audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s)
         rows.append({
             "id": uuid.uuid4(), "recording_id": recording_id, "index": seg.index,
@@ -109,10 +118,7 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
             "start_s": seg.start_s, "end_s": seg.end_s,
             "acoustics": dict(prosody.measure(clip, audio.sample_rate)),
             "analyzed": analyzed,
-            "skip_reason": None if analyzed else (
-                f"role '{seg.role}' is not analyzed under this tenant's policy "
-                f"(analyzed roles: {', '.join(analyzed_roles) or 'none'}); {POLICY_NOTE}"
-            ),
+            "skip_reason": skip_reason,
         })
     audio_store.save_decoded(cache, audio)
 
@@ -130,8 +136,28 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
         rec.duration_s = round(audio.duration_s, 3)
         rec.channels = audio.channels
         rec.has_video = audio.has_video
-        q.set_status(rec, RecordingStatus.segmented)
+        # A duplicate ingest may finish after inference already began: never move status back.
+        if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
+            q.set_status(rec, RecordingStatus.segmented)
         return _resume_inference(s, rec, settings)
+
+
+def _policy(role: str, channels: int, analyzed_roles: list[str], analyze_unknown: bool) -> tuple[
+    bool, str | None
+]:
+    """Whether a speaker's segments get emotion inference, and why not when they do not."""
+    if role in analyzed_roles:
+        return True, None
+    if role == "unknown":
+        if channels > 1:
+            # One channel of an unlabelled call recording is usually the agent: analyze nothing
+            # rather than risk inferring an employee's emotions.
+            return False, ("channel roles unknown on a multi-channel recording: send channel_roles "
+                           f"so the customer's channel can be analyzed; {POLICY_NOTE}")
+        if analyze_unknown:
+            return True, None
+    return False, (f"role '{role}' is not analyzed under this tenant's policy "
+                   f"(analyzed roles: {', '.join(analyzed_roles) or 'none'}); {POLICY_NOTE}")
 
 
 def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
@@ -152,16 +178,19 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         segments = q.pending_segments(s, segment_ids, model.name, model.version)
         if not segments:
             return Followups()
-        recordings: dict[uuid.UUID, Recording] = {}
+        recordings: dict[uuid.UUID, _Source] = {}
         for rec_id in sorted({seg.recording_id for seg in segments}):  # fixed order: no deadlocks
             rec = q.lock_recording(s, rec_id)
             if rec is None:
                 continue
-            recordings[rec_id] = rec
+            recordings[rec_id] = _Source(rec.media_uri, _cache(settings, rec), _baselines(s, rec_id))
             if rec.status == RecordingStatus.segmented.value:
                 q.set_status(rec, RecordingStatus.analyzing)
-        inputs, keys = _inputs(s, segments, recordings, settings)
+        plans = [(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s, seg.role, seg.speaker,
+                  seg.acoustics) for seg in segments if seg.recording_id in recordings]
 
+    # Audio is read (or, if its cache is gone, decoded again) with no transaction or lock held.
+    inputs, keys = _inputs(plans, recordings, settings)
     results = _predict_isolating_failures(model, inputs)
 
     rows, failed = [], []
@@ -172,67 +201,79 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         rows.append(_prediction_row(seg_id, model, result))
 
     followups = Followups()
+    caches: list[Path] = []
     with transaction() as s:
+        # Recording rows first, in id order, as everywhere else: writers never wait in a cycle.
+        live = [rec for rec_id in sorted(recordings) if (rec := q.lock_recording(s, rec_id)) is not None]
         q.insert_predictions(s, rows)
         for seg_id, reason in failed:
             seg = s.get(Segment, seg_id)
             if seg is not None:
                 seg.analyzed, seg.skip_reason = False, reason
-        for rec_id in sorted(recordings):
-            rec = q.lock_recording(s, rec_id)
-            if rec is None or RecordingStatus(rec.status).is_final:
+        for rec in live:
+            if RecordingStatus(rec.status).is_final:
                 continue
-            done, total = q.progress(s, rec_id, model.name, model.version)
+            done, total = q.progress(s, rec.id, model.name, model.version)
             if done >= total:
                 q.set_status(rec, RecordingStatus.done)
-                write_emotion_rollup(s, rec_id)  # the analytics rollup, in the transaction that sets done
-                followups.completed.append(rec_id)
+                write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
+                followups.completed.append(rec.id)
+                caches.append(recordings[rec.id].cache)
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
                 if rows:
-                    followups.evaluate_rules.append(rec_id)
-        caches = [_cache(settings, recordings[r]) for r in followups.completed]
+                    followups.evaluate_rules.append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
     return followups
 
 
+@dataclass(frozen=True)
+class _Source:
+    """What the infer stage needs of a recording once its transaction has ended."""
+
+    media_uri: str
+    cache: Path
+    baselines: dict[str, Acoustics]
+
+
+def _baselines(s: Any, recording_id: uuid.UUID) -> dict[str, Acoustics]:
+    return {speaker: prosody.baseline(items)  # type: ignore[arg-type]
+            for speaker, items in q.speaker_acoustics(s, recording_id).items()}
+
+
 def _inputs(
-    s: Any, segments: list[Segment], recordings: dict[uuid.UUID, Recording], settings: Settings
+    plans: list[tuple[uuid.UUID, uuid.UUID, int, float, float, str, str, dict[str, Any]]],
+    recordings: dict[uuid.UUID, _Source],
+    settings: Settings,
 ) -> tuple[list[SegmentInput], list[uuid.UUID]]:
     audio_by_rec: dict[uuid.UUID, DecodedAudio] = {}
-    baselines: dict[tuple[uuid.UUID, str], Any] = {}
     inputs, keys = [], []
-    for seg in segments:
-        rec = recordings.get(seg.recording_id)
-        if rec is None:
-            continue
-        if rec.id not in audio_by_rec:
-            audio_by_rec[rec.id] = _decoded(rec, settings)
-            for speaker, items in q.speaker_acoustics(s, rec.id).items():
-                baselines[(rec.id, speaker)] = prosody.baseline(items)  # type: ignore[arg-type]
-        audio = audio_by_rec[rec.id]
+    for seg_id, rec_id, channel, start_s, end_s, role, speaker, acoustics in plans:
+        source = recordings[rec_id]
+        if rec_id not in audio_by_rec:
+            audio_by_rec[rec_id] = _decoded(source, settings)
+        audio = audio_by_rec[rec_id]
         inputs.append(SegmentInput(
-            key=str(seg.id),
-            audio=audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s),
+            key=str(seg_id),
+            audio=audio_store.slice_mono(audio, channel, start_s, end_s),
             sample_rate=audio.sample_rate,
-            start_s=seg.start_s,
-            end_s=seg.end_s,
-            role=seg.role,
-            baseline=baselines.get((rec.id, seg.speaker)),
-            acoustics=cast(Acoustics, seg.acoustics) if seg.acoustics else None,
+            start_s=start_s,
+            end_s=end_s,
+            role=role,
+            baseline=source.baselines.get(speaker),
+            acoustics=cast(Acoustics, acoustics) if acoustics else None,
         ))
-        keys.append(seg.id)
+        keys.append(seg_id)
     return inputs, keys
 
 
-def _decoded(rec: Recording, settings: Settings) -> DecodedAudio:
-    cache = _cache(settings, rec)
-    audio = audio_store.load_decoded(cache, settings.sample_rate)
+def _decoded(source: _Source, settings: Settings) -> DecodedAudio:
+    audio = audio_store.load_decoded(source.cache, settings.sample_rate)
     if audio is None:
         # Cache lost (another host, cleaned disk): decode again rather than fail the recording.
-        audio = decode.decode(Path(rec.media_uri), settings.sample_rate)
-        audio_store.save_decoded(cache, audio)
+        audio = decode.decode(Path(source.media_uri), settings.sample_rate)
+        audio_store.save_decoded(source.cache, audio)
     return audio
 
 
@@ -252,6 +293,11 @@ def _predict_isolating_failures(
             out.extend(model.predict([item]))
         except Exception as exc:  # recorded on the segment, never lost silently
             out.append(exc)
+    failures = [r for r in out if isinstance(r, Exception)]
+    if len(inputs) > 1 and len(failures) == len(inputs):
+        # Not one segment went through: the model or device is broken, not the audio. Raise so the
+        # task retries, instead of marking every segment unanalyzable for good.
+        raise failures[0]
     return out
 
 
@@ -267,22 +313,18 @@ def _prediction_row(segment_id: uuid.UUID, model: EmotionModel, r: EmotionResult
 
 
 def sweep(settings: Settings) -> Followups:
-    """Re-enqueue recordings that stopped moving (lost message, dead worker); give up after N."""
+    """Re-enqueue recordings that stopped moving (lost message, dead worker). The sweep never fails
+    a recording itself: waiting in a long queue is not a fault. Ingest counts its own starts and
+    gives up after max_attempts; a duplicate message is harmless because every stage is idempotent."""
     followups = Followups()
     cutoff = utcnow() - timedelta(seconds=settings.stuck_after_s)
     model = runtime.emotion_model(settings)
     per_status: dict[str, int] = defaultdict(int)
+    caches: list[Path] = []
     with transaction() as s:
         for rec in q.stuck_recordings(s, cutoff):
             per_status[rec.status] += 1
-            rec.attempts += 1
-            if rec.attempts > settings.max_attempts:
-                q.set_status(rec, RecordingStatus.failed,
-                             f"the pipeline made no progress after {settings.max_attempts} attempts "
-                             f"(last state: {rec.status})")
-                followups.failed.append(rec.id)
-                continue
-            rec.updated_at = utcnow()
+            rec.updated_at = utcnow()  # at most one re-enqueue per stuck_after_s
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
                 followups.ingest.append(rec.id)
                 continue
@@ -293,6 +335,9 @@ def sweep(settings: Settings) -> Followups:
                 q.set_status(rec, RecordingStatus.done)
                 write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
                 followups.completed.append(rec.id)
+                caches.append(_cache(settings, rec))
+    for cache in caches:
+        audio_store.drop_cache(cache)
     if per_status:
         log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))
     return followups

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 
 import redis.exceptions
 from celery import Task
@@ -36,13 +37,17 @@ def enqueue(followups: stages.Followups) -> None:
     enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
 
 
-def _give_up_or_retry(task: Task, exc: Exception, recording_ids: list[uuid.UUID], stage: str) -> None:
+def _give_up_or_retry(
+    task: Task, exc: Exception, recording_ids: Callable[[], list[uuid.UUID]], stage: str
+) -> None:
+    # recording_ids is only called on the give-up path: while the database is down, looking them
+    # up would raise again here and lose the retry.
     transient = isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
     if transient or task.request.retries < MAX_RETRIES:
         raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES * 4
                          if transient else MAX_RETRIES)
     log.exception("%s gave up after %d retries", stage, task.request.retries)
-    for rec_id in recording_ids:
+    for rec_id in recording_ids():
         enqueue(stages.fail_recording(
             rec_id, f"internal error during {stage}: {type(exc).__name__}: {exc}"[:500], get_settings()))
 
@@ -53,7 +58,7 @@ def ingest_recording(self: Task, recording_id: str) -> None:
     try:
         followups = stages.ingest(rec_id, get_settings())
     except Exception as exc:
-        _give_up_or_retry(self, exc, [rec_id], "ingest")
+        _give_up_or_retry(self, exc, lambda: [rec_id], "ingest")
         return
     enqueue(followups)
 
@@ -64,7 +69,7 @@ def infer_segments(self: Task, segment_ids: list[str]) -> None:
     try:
         enqueue(stages.infer(ids, get_settings()))
     except Exception as exc:
-        _give_up_or_retry(self, exc, stages.recordings_of(ids), "inference")
+        _give_up_or_retry(self, exc, lambda: stages.recordings_of(ids), "inference")
 
 
 @app.task(name="callpulse.sweep_stuck_recordings")

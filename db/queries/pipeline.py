@@ -39,17 +39,25 @@ def has_segments(session: Session, recording_id: uuid.UUID) -> bool:
     return bool(session.scalar(select(exists().where(Segment.recording_id == recording_id))))
 
 
+# Rows per INSERT: a multi-row VALUES binds one parameter per column and row, and Postgres takes
+# at most 65,535 parameters in one statement (a 6-hour 4-channel call has ~6,000 segments).
+INSERT_CHUNK_ROWS = 1000
+
+
 def insert_segments(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Idempotent on (recording_id, index): a re-run inserts nothing twice."""
-    if rows:
-        session.execute(_insert_ignore(session, Segment, ["recording_id", "index"]).values(list(rows)))
+    _insert_chunked(session, _insert_ignore(session, Segment, ["recording_id", "index"]), rows)
 
 
 def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Idempotent on (segment_id, model_name, model_version)."""
-    if rows:
-        stmt = _insert_ignore(session, Prediction, ["segment_id", "model_name", "model_version"])
-        session.execute(stmt.values(list(rows)))
+    stmt = _insert_ignore(session, Prediction, ["segment_id", "model_name", "model_version"])
+    _insert_chunked(session, stmt, rows)
+
+
+def _insert_chunked(session: Session, stmt: Insert, rows: Sequence[dict[str, Any]]) -> None:
+    for i in range(0, len(rows), INSERT_CHUNK_ROWS):
+        session.execute(stmt.values(list(rows[i: i + INSERT_CHUNK_ROWS])))
 
 
 def _insert_ignore(session: Session, model: type, keys: list[str]) -> Insert:
@@ -114,6 +122,9 @@ def progress(session: Session, recording_id: uuid.UUID, model_name: str, model_v
         .join(Segment, Segment.id == Prediction.segment_id)
         .where(
             Segment.recording_id == recording_id,
+            # A segment marked unanalyzable by one run may have got a prediction from a parallel
+            # duplicate run: it must not stand in for a segment that is still pending.
+            Segment.analyzed.is_(True),
             Prediction.model_name == model_name,
             Prediction.model_version == model_version,
         )

@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from callpulse.settings import get_settings
 from db.models import ApiKey, Tenant
 
 KEY_PREFIX = "cpk_"
@@ -26,7 +27,9 @@ def create_tenant(session: Session, name: str, analyzed_roles: list[str] | None 
                   analyze_unknown_roles: bool = True) -> Tenant:
     if session.scalar(select(Tenant.id).where(Tenant.name == name)) is not None:
         raise TenantExists(f"tenant '{name}' already exists")
-    tenant = Tenant(name=name, analyzed_roles=list(analyzed_roles or ["customer"]),
+    if analyzed_roles is None:
+        analyzed_roles = get_settings().default_analyzed_roles
+    tenant = Tenant(name=name, analyzed_roles=list(analyzed_roles),
                     analyze_unknown_roles=analyze_unknown_roles)
     session.add(tenant)
     session.flush()

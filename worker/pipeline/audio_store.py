@@ -30,7 +30,8 @@ def cache_path(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) 
 def save_decoded(target: Path, audio: DecodedAudio) -> Path:
     """Keep decoded audio as int16 so infer batches slice it without running ffmpeg again."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.npy")
+    # A unique temp name: two runs of the same stage (a redelivered message) must not share one.
+    tmp = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
     pcm = np.clip(audio.samples * 32768.0, -32768, 32767).astype(np.int16)
     np.save(tmp, pcm, allow_pickle=False)
     tmp.replace(target)  # atomic: a reader never sees half a file

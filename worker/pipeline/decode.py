@@ -17,6 +17,9 @@ from worker.pipeline.contracts import DecodedAudio
 # Containers we accept, as ffprobe names them (format_name is a comma list, e.g. "mov,mp4,m4a,3gp").
 SUPPORTED_FORMATS = {"wav", "mp3", "mov", "mp4", "m4a", "aac", "ogg", "flac", "matroska", "webm", "opus"}
 PROBE_TIMEOUT_S = 60
+# Call recorders write 1 or 2 channels (some 4 for conferences); more is not a call recording, and
+# every channel costs a VAD pass and memory.
+MAX_CHANNELS = 8
 DECODE_TIMEOUT_S = 1800
 
 
@@ -37,6 +40,9 @@ class MediaInfo:
     sample_rate: int
     audio_codec: str
     has_video: bool
+    # The audio stream's own duration when the container states it (WebM/MKV often do not, and
+    # their container duration may cover a longer video track).
+    stream_duration_s: float = 0.0
 
 
 def require_ffmpeg() -> None:
@@ -79,16 +85,21 @@ def probe(path: Path) -> MediaInfo:
     if not audio:
         raise MediaError("the media has no audio track", 422)
     first = audio[0]
-    duration = _float(first.get("duration")) or _float(fmt.get("duration"))
+    channels = int(first.get("channels") or 1)
+    if channels > MAX_CHANNELS:
+        raise MediaError(f"the audio has {channels} channels; at most {MAX_CHANNELS} are supported", 422)
+    stream_duration = _float(first.get("duration"))
+    duration = stream_duration or _float(fmt.get("duration"))
     if "wav" in format_name.split(","):
         _check_wav_complete(path)
     return MediaInfo(
         format_name=format_name,
         duration_s=duration,
-        channels=int(first.get("channels") or 1),
+        channels=channels,
         sample_rate=int(_float(first.get("sample_rate"))),
         audio_codec=str(first.get("codec_name", "")),
         has_video=bool(video),
+        stream_duration_s=stream_duration,
     )
 
 
@@ -104,27 +115,30 @@ def decode(path: Path, sample_rate: int, info: MediaInfo | None = None) -> Decod
     info = info or probe(path)
     fmt = "wav" if "wav" in info.format_name.split(",") else None
     try:
-        # Resample inside ffmpeg (cheaper than in Python); pydub reads WAV itself and skips it.
-        audio = AudioSegment.from_file(str(path), format=fmt, parameters=["-ar", str(sample_rate)])
+        audio = AudioSegment.from_file(str(path), format=fmt)
+        if audio.frame_rate != sample_rate:
+            audio = audio.set_frame_rate(sample_rate)
+        audio = audio.set_sample_width(2)
     except (CouldntDecodeError, IndexError, ValueError, OSError) as exc:
         raise MediaError(f"the audio could not be decoded ({_scrub(str(exc), path)[:300]})", 422) from exc
-    if audio.frame_rate != sample_rate:
-        audio = audio.set_frame_rate(sample_rate)
-    audio = audio.set_sample_width(2)
-    pcm = np.frombuffer(audio.raw_data, dtype=np.int16)
     channels = audio.channels
-    samples = pcm.reshape(-1, channels).T.astype(np.float32) / 32768.0
+    pcm = np.frombuffer(audio.raw_data, dtype=np.int16).reshape(-1, channels)
+    # One float32 copy, scaled in place: a 6-hour stereo call is 2.8 GB as float32 already.
+    samples = np.empty((channels, pcm.shape[0]), dtype=np.float32)
+    samples[:] = pcm.T
+    samples *= 1.0 / 32768.0
+    del pcm, audio
     duration = samples.shape[1] / sample_rate
     if duration <= 0:
         raise MediaError("the audio track decodes to no samples", 422)
-    # A file that decodes to much less than its header promises was cut off in transfer.
-    if info.duration_s > 2.0 and duration < 0.9 * info.duration_s:
+    # A file that decodes to much less than its audio stream declares was cut off in transfer.
+    if info.stream_duration_s > 2.0 and duration < 0.9 * info.stream_duration_s:
         raise MediaError(
-            f"the media is truncated: its header declares {info.duration_s:.1f} s "
+            f"the media is truncated: its header declares {info.stream_duration_s:.1f} s "
             f"but only {duration:.1f} s could be decoded",
             422,
         )
-    return DecodedAudio(samples=np.ascontiguousarray(samples), sample_rate=sample_rate,
+    return DecodedAudio(samples=samples, sample_rate=sample_rate,
                         duration_s=duration, has_video=info.has_video)
 
 

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# System packages the project needs on a fresh Debian/Ubuntu machine: ffmpeg/ffprobe (every upload
+# is decoded through pydub over ffmpeg) and Python's venv module (Debian ships it separately).
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+need=()
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
+"$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
+[ ${#need[@]} -eq 0 ] && exit 0
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+if command -v apt-get >/dev/null; then
+  echo "installing ${need[*]} (apt-get)" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+elif command -v brew >/dev/null && [[ " ${need[*]} " == *" ffmpeg "* ]]; then
+  brew install ffmpeg
+else
+  echo "please install: ${need[*]}" >&2; exit 1
+fi
