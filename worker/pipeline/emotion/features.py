@@ -90,6 +90,9 @@ class Blocks:
 
 BLOCKS = Blocks()
 
+# resemblyzer imports webrtcvad, which imports pkg_resources and warns about it on every start.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
 _encoder_lock = threading.Lock()
 _encoder: object | None = None
 
@@ -99,10 +102,7 @@ def _voice_encoder() -> object:
     global _encoder
     with _encoder_lock:
         if _encoder is None:
-            with warnings.catch_warnings():
-                # resemblyzer → webrtcvad imports pkg_resources, which warns on every start.
-                warnings.simplefilter("ignore", UserWarning)
-                from resemblyzer import VoiceEncoder
+            from resemblyzer import VoiceEncoder
 
             _encoder = VoiceEncoder(device="cpu", verbose=False)
         return _encoder
