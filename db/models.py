@@ -141,6 +141,9 @@ class Segment(Base):
     acoustics: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     analyzed: Mapped[bool] = mapped_column(Boolean, default=True)
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Inference runs started on this segment (committed before the model runs): a segment whose
+    # batch keeps killing its worker is given up after settings.max_attempts, not retried forever.
+    infer_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     recording: Mapped[Recording] = relationship(back_populates="segments")
     predictions: Mapped[list[Prediction]] = relationship(

@@ -217,3 +217,26 @@ def _recording(tenant_id: uuid.UUID, media: Path, roles: dict[str, str]) -> uuid
         s.add(rec)
         s.flush()
         return rec.id
+
+
+def test_segment_that_keeps_killing_inference_is_given_up(make_tenant, stereo_call) -> None:
+    """Each inference start is committed before the model runs; a segment whose run never finishes
+    (the worker died: the message comes back) is marked unanalyzable after max_attempts, and the
+    recording completes with the rest."""
+    tenant_id, _ = make_tenant(["customer"])
+    rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
+    settings = get_settings()
+    batch = stages.ingest(rec_id, settings).infer_batches[0]
+    poisoned = batch[0]
+    with transaction() as s:
+        seg = s.get(Segment, poisoned)
+        assert seg is not None
+        seg.infer_attempts = settings.max_attempts  # as if it had crashed the worker that often
+    followups = stages.infer(batch, settings)
+    assert followups.completed == [rec_id]
+    assert _counts(rec_id) == (6, 2)
+    with transaction() as s:
+        seg = s.get(Segment, poisoned)
+        assert seg is not None and not seg.analyzed and "started" in (seg.skip_reason or "")
+        others = s.scalars(select(Segment).where(Segment.id.in_(batch[1:]))).all()
+        assert all(o.infer_attempts == 1 for o in others)

@@ -178,6 +178,13 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         segments = q.pending_segments(s, segment_ids, model.name, model.version)
         if not segments:
             return Followups()
+        for seg in segments:
+            seg.infer_attempts += 1
+            if seg.infer_attempts > settings.max_attempts:
+                seg.analyzed = False
+                seg.skip_reason = (f"inference was started {settings.max_attempts} times on this segment "
+                                   "without finishing (the worker may have crashed on it)")
+        runnable = [seg for seg in segments if seg.analyzed]
         recordings: dict[uuid.UUID, _Source] = {}
         for rec_id in sorted({seg.recording_id for seg in segments}):  # fixed order: no deadlocks
             rec = q.lock_recording(s, rec_id)
@@ -187,7 +194,7 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
             if rec.status == RecordingStatus.segmented.value:
                 q.set_status(rec, RecordingStatus.analyzing)
         plans = [(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s, seg.role, seg.speaker,
-                  seg.acoustics) for seg in segments if seg.recording_id in recordings]
+                  seg.acoustics) for seg in runnable if seg.recording_id in recordings]
 
     # Audio is read (or, if its cache is gone, decoded again) with no transaction or lock held.
     inputs, keys = _inputs(plans, recordings, settings)
@@ -207,9 +214,9 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         live = [rec for rec_id in sorted(recordings) if (rec := q.lock_recording(s, rec_id)) is not None]
         q.insert_predictions(s, rows)
         for seg_id, reason in failed:
-            seg = s.get(Segment, seg_id)
-            if seg is not None:
-                seg.analyzed, seg.skip_reason = False, reason
+            broken = s.get(Segment, seg_id)
+            if broken is not None:
+                broken.analyzed, broken.skip_reason = False, reason
         for rec in live:
             if RecordingStatus(rec.status).is_final:
                 continue
