@@ -117,6 +117,9 @@ class Recording(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # When recording.completed / recording.failed was published (outbox mark): the sweep publishes
+    # again for final rows still without it, so a message lost after the final commit loses no event.
+    final_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,
@@ -143,7 +146,7 @@ class Segment(Base):
     skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Inference runs started on this segment (committed before the model runs): a segment whose
     # batch keeps killing its worker is given up after settings.max_attempts, not retried forever.
-    infer_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    infer_attempts: Mapped[int] = mapped_column(Integer, server_default="0")
 
     recording: Mapped[Recording] = relationship(back_populates="segments")
     predictions: Mapped[list[Prediction]] = relationship(

@@ -240,3 +240,25 @@ def test_segment_that_keeps_killing_inference_is_given_up(make_tenant, stereo_ca
         assert seg is not None and not seg.analyzed and "started" in (seg.skip_reason or "")
         others = s.scalars(select(Segment).where(Segment.id.in_(batch[1:]))).all()
         assert all(o.infer_attempts == 1 for o in others)
+
+
+def test_sweep_publishes_a_lost_completion_event_once(make_tenant, stereo_call) -> None:
+    """Outbox: a done recording whose recording.completed was never published (its message was
+    lost after the final commit) is handed to the final rule pass by the sweep, then no more."""
+    from worker import rule_stages
+
+    tenant_id, _ = make_tenant(["customer"])
+    rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
+    settings = get_settings()
+    for batch in stages.ingest(rec_id, settings).infer_batches:
+        stages.infer(batch, settings)
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.status == "done" and rec.final_event_at is None
+        rec.completed_at = utcnow() - timedelta(seconds=settings.stuck_after_s + 5)
+    assert rec_id in stages.sweep(settings).completed
+    rule_stages.evaluate_recording(rec_id, final=True)  # what the enqueued final pass runs
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.final_event_at is not None
+    assert rec_id not in stages.sweep(settings).completed

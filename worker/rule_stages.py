@@ -63,6 +63,7 @@ def evaluate_recording(recording_id: uuid.UUID, final: bool) -> list[uuid.UUID]:
         if final and rec.status == RecordingStatus.done.value:
             deliveries += events.publish(s, rec.tenant_id, "recording.completed", rec.id,
                                          events.recording_data(rec))
+            rec.final_event_at = utcnow()
         return deliveries
 
 
@@ -71,7 +72,10 @@ def publish_recording_event(recording_id: uuid.UUID, event_type: str) -> list[uu
         rec = s.get(Recording, recording_id)
         if rec is None:
             return []
-        return events.publish(s, rec.tenant_id, event_type, rec.id, events.recording_data(rec))
+        deliveries = events.publish(s, rec.tenant_id, event_type, rec.id, events.recording_data(rec))
+        if event_type in ("recording.completed", "recording.failed"):
+            rec.final_event_at = utcnow()
+        return deliveries
 
 
 def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:

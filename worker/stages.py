@@ -343,6 +343,12 @@ def sweep(settings: Settings) -> Followups:
                 write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
                 followups.completed.append(rec.id)
                 caches.append(_cache(settings, rec))
+        # The outbox half: final rows whose event was never published get it now (idempotent: a
+        # delivery's webhook-id is derived from the event and the recording).
+        for rec in q.unpublished_final_recordings(s, cutoff):
+            per_status[f"{rec.status}, event unpublished"] += 1
+            done = rec.status == RecordingStatus.done.value
+            (followups.completed if done else followups.failed).append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
     if per_status:

@@ -146,6 +146,24 @@ def stuck_recordings(session: Session, older_than: datetime, limit: int = 100) -
     return list(session.scalars(stmt))
 
 
+def unpublished_final_recordings(session: Session, older_than: datetime, limit: int = 100) -> list[
+    Recording
+]:
+    """Final recordings whose completion/failure event was never published (its message was lost
+    after the final commit), finished before ``older_than`` so the normal path had its chance."""
+    stmt = (
+        select(Recording)
+        .where(
+            Recording.status.in_([RecordingStatus.done.value, RecordingStatus.failed.value]),
+            Recording.final_event_at.is_(None),
+            Recording.completed_at < older_than,
+        )
+        .order_by(Recording.completed_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
 def recordings_of_segments(session: Session, segment_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
     stmt = select(Segment.recording_id).where(Segment.id.in_(list(segment_ids))).distinct()
     return list(session.scalars(stmt))
