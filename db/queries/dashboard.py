@@ -9,18 +9,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select, tuple_
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from db.models import Alert, Prediction, Recording, Rule, Segment
 from db.queries.analytics import SUBJECT_ROLES, is_newest_prediction, metadata_text
+from db.queries.recordings import RecordingFilters, filter_recordings, newest_first_page
 
 
 @dataclass(frozen=True)
-class CallFilters:
-    status: str | None = None
-    created_after: datetime | None = None  # inclusive
-    created_before: datetime | None = None  # exclusive
+class CallFilters(RecordingFilters):
     agent: str | None = None
     queue: str | None = None
     label: str | None = None  # a customer segment of the call carries this label
@@ -54,13 +52,7 @@ class CallSummary:
 def list_calls(session: Session, tenant_id: uuid.UUID, filters: CallFilters, limit: int,
                after: tuple[datetime, uuid.UUID] | None = None) -> list[Recording]:
     """Newest first, keyset-paginated on (created_at, id) like /v1/recordings."""
-    stmt = select(Recording).where(Recording.tenant_id == tenant_id)
-    if filters.status is not None:
-        stmt = stmt.where(Recording.status == filters.status)
-    if filters.created_after is not None:
-        stmt = stmt.where(Recording.created_at >= filters.created_after)
-    if filters.created_before is not None:
-        stmt = stmt.where(Recording.created_at < filters.created_before)
+    stmt = filter_recordings(select(Recording).where(Recording.tenant_id == tenant_id), filters)
     if filters.agent is not None:
         stmt = stmt.where(metadata_text("agent") == filters.agent)
     if filters.queue is not None:
@@ -72,9 +64,7 @@ def list_calls(session: Session, tenant_id: uuid.UUID, filters: CallFilters, lim
                    Prediction.segment_id == Segment.id, Prediction.label == filters.label,
                    is_newest_prediction())
         )
-    if after is not None:
-        stmt = stmt.where(tuple_(Recording.created_at, Recording.id) < tuple_(*after))
-    return list(session.scalars(stmt.order_by(Recording.created_at.desc(), Recording.id.desc()).limit(limit)))
+    return newest_first_page(session, stmt, limit, after)
 
 
 def calls_by_id(session: Session, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[Recording]:

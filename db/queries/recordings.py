@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import Select, delete, func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -122,7 +122,12 @@ def list_recordings(
 ) -> list[Recording]:
     """Newest first, keyset-paginated on (created_at, id) so ix_recording_tenant_created serves
     both the filter and the order, and deep pages cost the same as the first one."""
-    stmt = select(Recording).where(Recording.tenant_id == tenant_id)
+    stmt = filter_recordings(select(Recording).where(Recording.tenant_id == tenant_id), filters)
+    return newest_first_page(session, stmt, limit, after)
+
+
+def filter_recordings(stmt: Select[Recording], filters: RecordingFilters) -> Select[Recording]:
+    """The filters every recordings listing shares (API and dashboard)."""
     if filters.status is not None:
         stmt = stmt.where(Recording.status == filters.status)
     if filters.created_after is not None:
@@ -131,6 +136,12 @@ def list_recordings(
         stmt = stmt.where(Recording.created_at < filters.created_before)
     if filters.external_id is not None:
         stmt = stmt.where(Recording.external_id == filters.external_id)
+    return stmt
+
+
+def newest_first_page(session: Session, stmt: Select[Recording], limit: int,
+                      after: tuple[datetime, uuid.UUID] | None) -> list[Recording]:
+    """One keyset page, newest first, after the (created_at, id) of the previous page's last row."""
     if after is not None:
         stmt = stmt.where(tuple_(Recording.created_at, Recording.id) < tuple_(*after))
     stmt = stmt.order_by(Recording.created_at.desc(), Recording.id.desc()).limit(limit)

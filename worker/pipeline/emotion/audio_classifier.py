@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from worker.pipeline import prosody, reasoning
 from worker.pipeline.contracts import EmotionResult, SegmentInput
-from worker.pipeline.emotion import hf_common, labels
+from worker.pipeline.emotion import hf_common
 from worker.pipeline.emotion.batching import OomGuard
+from worker.pipeline.emotion.result import result_from_raw
 
 NAME = "audio-classifier"
 # wav2vec2-style conv front ends need at least one 25 ms receptive field (400 samples at 16 kHz).
@@ -85,29 +85,7 @@ class AudioClassifierModel:
 
     def _result(self, segment: SegmentInput, probabilities: np.ndarray) -> EmotionResult:
         raw = {cls: float(p) for cls, p in zip(self.classes, probabilities, strict=True)}
-        raw_label = max(raw, key=raw.__getitem__)
-        scores = labels.to_canonical_scores(raw)
-        label = max(scores, key=scores.__getitem__)
-        # Confidence is the raw mass behind the chosen label, so probability parked on unknown
-        # classes ("other") is not silently renormalised into certainty.
-        confidence = sum(p for cls, p in raw.items() if labels.canonical(cls) == label)
-        valence, arousal = labels.valence_arousal(raw)
-        acoustics = segment.acoustics or prosody.measure(segment.audio, segment.sample_rate)
-        end_s = max(segment.end_s, segment.start_s)
-        evidence = reasoning.build_evidence(
-            acoustics, segment.baseline or None, segment.start_s, end_s, scores, raw_label
-        )
-        return EmotionResult(
-            label=label,
-            raw_label=raw_label,
-            scores=scores,
-            confidence=float(confidence),
-            valence=valence,
-            arousal=arousal,
-            evidence=evidence,
-            reasoning_text=reasoning.reasoning_text(label, confidence, evidence, segment.start_s, end_s),
-        )
-
+        return result_from_raw(segment, raw, raw_mass_confidence=True)
 
 def load_model(
     model_path: Path | None, device: str = "cpu", dtype: str = "auto", max_batch: int = DEFAULT_MAX_BATCH

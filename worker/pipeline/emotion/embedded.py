@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from worker.pipeline import prosody, reasoning
 from worker.pipeline.contracts import EmotionResult, SegmentInput
-from worker.pipeline.emotion import classifier, features, labels
+from worker.pipeline.emotion import classifier, features
+from worker.pipeline.emotion.result import result_from_raw
 
 
 def default_weights_path() -> Path:
@@ -42,27 +42,7 @@ class EmbeddedEmotionModel:
 
     def _result(self, segment: SegmentInput, probabilities: np.ndarray) -> EmotionResult:
         raw = {cls: float(p) for cls, p in zip(self.classes, probabilities, strict=True)}
-        raw_label = max(raw, key=raw.__getitem__)
-        scores = labels.to_canonical_scores(raw)
-        label = max(scores, key=scores.__getitem__)
-        confidence = scores[label]
-        valence, arousal = labels.valence_arousal(raw)
-        acoustics = segment.acoustics or prosody.measure(segment.audio, segment.sample_rate)
-        end_s = max(segment.end_s, segment.start_s)
-        evidence = reasoning.build_evidence(
-            acoustics, segment.baseline or None, segment.start_s, end_s, scores, raw_label
-        )
-        return EmotionResult(
-            label=label,
-            raw_label=raw_label,
-            scores=scores,
-            confidence=float(confidence),
-            valence=valence,
-            arousal=arousal,
-            evidence=evidence,
-            reasoning_text=reasoning.reasoning_text(label, confidence, evidence, segment.start_s, end_s),
-        )
-
+        return result_from_raw(segment, raw)
 
 def load_model(device: str = "cpu", weights_path: Path | None = None) -> EmbeddedEmotionModel:
     """Load the shipped (or given) weights. The embedded model always runs on CPU: `device` is
