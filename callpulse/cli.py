@@ -29,7 +29,8 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="emotion backend (default: CALLPULSE_MODEL_BACKEND "
-                   "or 'embedded')")
+                   "or 'embedded'); audio-classifier and omni need the [gpu] extra; r1-omni is not in "
+                   "this build yet")
     p.add_argument("--model-path", help="local checkpoint directory for non-embedded backends")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CALLPULSE_DEVICE or cpu)")
 
@@ -192,13 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list among ingest,infer,rules,notify (default: all)")
     p.add_argument("--concurrency", type=int, help="worker processes (default: CPU count)")
     p.add_argument("--pool", choices=("prefork", "solo", "threads"), help="Celery pool (default prefork)")
-    p.add_argument("--beat", action="store_true", help="also run the periodic sweep of stuck recordings")
+    p.add_argument("--beat", action="store_true", help="also run the periodic sweeps (stuck recordings, "
+                   "unpublished completion events, overdue webhook deliveries); one per deployment")
     p.add_argument("--name", default="callpulse@%h", help="worker node name")
     p.add_argument("--loglevel", default="INFO")
     _add_model_options(p)
     p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("sweep", help="re-enqueue recordings stuck in a non-final state, once")
+    p = sub.add_parser("sweep", help="once: re-enqueue recordings stuck in a non-final state and "
+                       "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
