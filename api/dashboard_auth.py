@@ -91,7 +91,10 @@ def encode_session(session: DashboardSession, secret: bytes) -> str:
 def decode_session(cookie: str, secret: bytes, now: float | None = None) -> DashboardSession | None:
     """None for anything not signed by us, malformed or expired."""
     payload, _, signature = cookie.partition(".")
-    if not payload or not hmac.compare_digest(signature, _sign(payload, secret)):
+    try:
+        if not payload or not hmac.compare_digest(signature.encode("ascii"), _sign(payload, secret).encode()):
+            return None
+    except UnicodeError:  # a cookie with non-ASCII characters was not written by us
         return None
     try:
         body = json.loads(_unb64(payload))

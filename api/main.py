@@ -95,6 +95,13 @@ def _unstorable_value(_: Request, exc: Exception) -> JSONResponse:
                         status.HTTP_422_UNPROCESSABLE_CONTENT)
 
 
+def _out_of_range(_: Request, exc: Exception) -> JSONResponse:
+    # Date arithmetic on extreme query values (year 1 or 9999) overflows; that is bad input.
+    log.info("request value out of range: %s", exc)
+    return JSONResponse({"detail": "a date or number in the request is out of range"},
+                        status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.error("database unavailable: %s", exc)
     return JSONResponse({"detail": "the database is unavailable; retry later"},
@@ -119,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(MediaError, _media_error)
     app.add_exception_handler(DataError, _unstorable_value)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
     app.include_router(recordings.router)

@@ -141,3 +141,35 @@ def test_call_page_renders_timeline_and_empty_transcript(client: TestClient, mak
     assert 'class="timeline-svg"' in text and 'role="button"' in text and 'data-seek="3.000"' in text
     assert "No transcript for this call" in text
     assert client.get(f"/dashboard/recordings/{uuid.uuid4()}").status_code == 404
+
+
+def test_media_with_a_non_media_suffix_is_a_download_that_can_run_nothing(
+    client: TestClient, make_tenant, tmp_path: Path
+) -> None:
+    """A valid WAV uploaded as x.html keeps that suffix on disk; it must not come back as HTML."""
+    tenant_id, key = make_tenant()
+    media = tmp_path / "x.html"
+    media.write_bytes(b"RIFF....WAVE<script>alert(1)</script>")
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "happy", 2.0, 0.5)])
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == rec_id).values(media_uri=str(media)))
+    _login(client, key)
+    resp = client.get(f"/dashboard/recordings/{rec_id}/media")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"] == "application/octet-stream"
+    assert resp.headers["content-disposition"].startswith("attachment")
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in resp.headers["content-security-policy"]
+
+
+def test_hostile_cookie_and_extreme_dates_are_not_server_errors(client: TestClient, make_tenant) -> None:
+    # A sibling subdomain can plant any bytes; httpx only sends ASCII cookies itself, so raw header.
+    resp = client.get("/dashboard/recordings", headers={"cookie": f"{COOKIE_NAME}=abc.\u00e9".encode()})
+    assert resp.status_code in (303, 401)
+    _, key = make_tenant()
+    _login(client, key)
+    for path in ("/dashboard?to=9999-12-31", "/dashboard/recordings?to=9999-12-31"):
+        assert client.get(path).status_code == 422, path
+    api = client.get("/v1/analytics/emotions", params={"to": "0001-01-02T00:00:00"},
+                     headers={"X-API-Key": key})
+    assert api.status_code == 422 and "out of range" in api.json()["detail"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import mimetypes
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,13 @@ ALERT_LOOKBACK = timedelta(seconds=60)
 HEARTBEAT_S = 15.0
 # Ogg/Opus and friends that the stdlib table does not know.
 AUDIO_TYPES = {".ogg": "audio/ogg", ".opus": "audio/ogg", ".oga": "audio/ogg", ".m4a": "audio/mp4",
-               ".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".webm": "audio/webm"}
+               ".flac": "audio/flac", ".wav": "audio/wav", ".mp3": "audio/mpeg", ".webm": "audio/webm",
+               ".mp4": "video/mp4", ".aac": "audio/aac"}
+# The stored name keeps the client's suffix: a probed-valid WAV named x.html must never come back
+# as same-origin HTML. Only media types are served inline, everything else as a download, and the
+# response itself may run nothing.
+MEDIA_HEADERS = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff",
+                 "Content-Security-Policy": "sandbox; default-src 'none'"}
 
 
 @router.get("/live/recordings")
@@ -68,10 +73,11 @@ def call_media(session: SessionDep, tenant: LiveTenantDep, recording_id: uuid.UU
     path = Path(rec.media_uri) if rec is not None else None
     if path is None or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="recording not found")
-    media_type = AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] \
-        or "application/octet-stream"
-    return FileResponse(path, media_type=media_type, content_disposition_type="inline",
-                        headers={"Cache-Control": "private, max-age=300"})
+    media_type = AUDIO_TYPES.get(path.suffix.lower())
+    if media_type is None:
+        return FileResponse(path, media_type="application/octet-stream", filename=f"recording-{recording_id}",
+                            content_disposition_type="attachment", headers=MEDIA_HEADERS)
+    return FileResponse(path, media_type=media_type, content_disposition_type="inline", headers=MEDIA_HEADERS)
 
 
 def _parse_since(value: str | None) -> datetime | None:
@@ -109,7 +115,9 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
     while not await request.is_disconnected():
         rows = await run_in_threadpool(_alerts_since, tenant_id, cursor - ALERT_LOOKBACK)
         for row in rows:
-            if row.alert.id in sent or row.alert.fired_at < since:
+            # fired_at is stamped at insert but visible only at commit: an alert committed while the
+            # page rendered can carry an earlier stamp. The page's script drops ids it already shows.
+            if row.alert.id in sent or row.alert.fired_at < since - ALERT_LOOKBACK:
                 continue
             sent[row.alert.id] = row.alert.fired_at
             cursor = max(cursor, row.alert.fired_at)
