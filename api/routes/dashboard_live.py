@@ -15,7 +15,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.dashboard_auth import LiveTenantDep
+from api.dashboard_auth import (
+    COOKIE_NAME,
+    DashboardSession,
+    LiveTenantDep,
+    decode_session,
+    session_secret,
+    tenant_for_session,
+)
 from api.dashboard_views import templates
 from api.deps import SessionDep, SettingsDep
 from db.models import RecordingStatus
@@ -106,13 +113,26 @@ def _event(row: queries.AlertRow) -> str:
     return f"id: {alert.fired_at.isoformat()}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
 
+def _session_valid(session: DashboardSession | None) -> bool:
+    with transaction() as db:
+        return session is not None and tenant_for_session(db, session) is not None
+
+
 async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
-                        poll_s: float) -> AsyncIterator[str]:
+                        poll_s: float, session: DashboardSession | None) -> AsyncIterator[str]:
     sent: dict[uuid.UUID, datetime] = {}
     cursor = since
     idle = 0.0
+    checked = 0.0
     yield f"retry: {int(max(poll_s, 1.0) * 1000)}\n\n"
     while not await request.is_disconnected():
+        checked += poll_s
+        if checked >= HEARTBEAT_S:
+            # A stream lives for hours: a revoked key or an expired session ends it here (the
+            # browser reconnects, gets 401 and stops), not only at the next page load.
+            checked = 0.0
+            if not await run_in_threadpool(_session_valid, session):
+                return
         rows = await run_in_threadpool(_alerts_since, tenant_id, cursor - ALERT_LOOKBACK)
         for row in rows:
             # fired_at is stamped at insert but visible only at commit: an alert committed while the
@@ -141,8 +161,9 @@ async def alert_feed(
     """Server-sent events: one ``alert`` event per alert the tenant's rules fire from ``since``
     (or the Last-Event-ID a reconnecting browser sends; default: now)."""
     start = _parse_since(last_event_id) or _parse_since(since) or datetime.now(UTC)
+    session = decode_session(request.cookies.get(COOKIE_NAME, ""), session_secret(settings))
     return StreamingResponse(
-        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s),
+        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
