@@ -20,19 +20,22 @@ ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 def check_storable(value: Any, where: str) -> None:
     """Postgres text and JSONB refuse NUL characters and NaN/Infinity: refuse them up front (422)
     rather than let the INSERT fail (500)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where} contains a NUL character")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where} contains a non-finite number (NaN or Infinity)")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_storable(key, where)
-            check_storable(item, f"{where}.{key}")
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            check_storable(item, f"{where}[{index}]")
+    # An explicit stack, not recursion: thousands of nesting levels must get a 422, not a
+    # RecursionError (500). Children are pushed in reverse so the first problem found is the same.
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError(f"{where} contains a NUL character")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"{where} contains a non-finite number (NaN or Infinity)")
+        elif isinstance(value, dict):
+            for key, item in reversed(value.items()):
+                stack += [(item, f"{where}.{key}"), (key, where)]
+        elif isinstance(value, list):
+            stack += [(item, f"{where}[{index}]") for index, item in reversed(list(enumerate(value)))]
 
 
 class UploadMetadata(BaseModel):

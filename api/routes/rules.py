@@ -35,6 +35,9 @@ router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
 NOT_FOUND = "rule not found"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
+# A real rule is a few hundred bytes; the app-wide limit is sized for audio uploads, far too much
+# text to hand to a YAML parser on a request thread.
+MAX_RULE_BODY_BYTES = 64 * 1024
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
     404: {"model": ErrorOut, "description": "No such rule for this tenant"},
@@ -55,8 +58,18 @@ async def _rule_body(request: Request) -> RuleIn:
     if content_type not in ("application/json", *YAML_TYPES):
         raise HTTPException(status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
                             detail="send the rule as application/json or application/yaml")
+    too_large = HTTPException(status.HTTP_413_CONTENT_TOO_LARGE,
+                              detail=f"a rule body is limited to {MAX_RULE_BODY_BYTES // 1024} KiB")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_RULE_BODY_BYTES:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():  # chunked bodies declare no length: count as they arrive
+        body += chunk
+        if len(body) > MAX_RULE_BODY_BYTES:
+            raise too_large
     try:
-        raw = parse_text((await request.body()).decode("utf-8", errors="replace"), content_type)
+        raw = parse_text(body.decode("utf-8", errors="replace"), content_type)
     except RuleError as exc:
         raise _problems(("body",), exc) from exc
     try:
@@ -79,11 +92,13 @@ def _definition(body: RuleIn) -> tuple[dict[str, Any], RuleDefinition]:
     try:
         if isinstance(raw, str):
             raw = parse_text(raw, "application/yaml")
+        # Validate first: a valid definition is small and shallow (bounded conditions and depth),
+        # so check_storable never walks an arbitrarily large or deep tree.
+        parsed = parse_definition(raw)
         try:
             check_storable(raw, "definition")
         except ValueError as exc:
             raise RuleError([((), str(exc))]) from exc
-        parsed = parse_definition(raw)
     except RuleError as exc:
         raise _problems(("body", "definition"), exc) from exc
     return raw, parsed

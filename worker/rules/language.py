@@ -33,6 +33,9 @@ CONDITION_KEYS = ("label", "probability", "valence", "arousal", "confidence", "w
                   "trend", "all", "any", "not")
 MAX_DEPTH = 12
 MAX_CHILDREN = 50
+# Depth and breadth caps alone still allow 50 ** 12 conditions; a few hundred keeps every rule cheap
+# to evaluate (each segment runs every condition of every enabled rule on the shared rules queue).
+MAX_CONDITIONS = 200
 MAX_COOLDOWN_S = 24 * 3600.0
 
 Path = tuple[str | int, ...]
@@ -116,15 +119,35 @@ class RuleDefinition:
     cooldown_s: float
 
 
+ALIASES_REFUSED = "YAML aliases/anchors are not allowed in rule definitions"
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases.
+
+    PyYAML shares an aliased node, so ~300 bytes of nested aliases ("billion laughs") decode to a
+    tree with billions of paths that every later walk (validation, JSON encoding, storage) expands.
+    A rule never needs them: refuse them before anything is built."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise RuleError([((), f"{ALIASES_REFUSED} (line {event.start_mark.line + 1})")])
+        return super().compose_node(parent, index)
+
+
 def parse_text(text: str, content_type: str = "application/json") -> Any:
     """JSON, or YAML when the content type says so (YAML is a superset of JSON, so either parses)."""
+    kind = "YAML" if "yaml" in content_type.lower() else "JSON"
     try:
-        if "yaml" in content_type.lower():
-            return yaml.safe_load(text)
+        if kind == "YAML":
+            return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, minus aliases
         return json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise RuleError([((), f"not valid {'YAML' if 'yaml' in content_type.lower() else 'JSON'}: {exc}")]
-                        ) from exc
+        raise RuleError([((), f"not valid {kind}: {exc}")]) from exc
+    except RecursionError as exc:
+        # Both parsers recurse per nesting level: thousands of levels must be a 422, not a 500.
+        raise RuleError([((), f"not valid {kind}: nested too deeply")]) from exc
 
 
 def parse_definition(raw: Any) -> RuleDefinition:
@@ -142,7 +165,7 @@ def parse_definition(raw: Any) -> RuleDefinition:
     if "when" not in raw:
         problems.append((("when",), "missing: the condition that fires the rule"))
     else:
-        when = _condition(raw["when"], ("when",), roles, problems, depth=0)
+        when = _condition(raw["when"], ("when",), roles, problems, depth=0, tally=_Tally())
     if problems or when is None:
         raise RuleError(problems)
     return RuleDefinition(when=when, severity=str(severity), cooldown_s=cooldown or 0.0)
@@ -177,10 +200,24 @@ def _roles(value: Any, path: Path, problems: Problems) -> Roles:
     return frozenset(items)
 
 
-def _condition(raw: Any, path: Path, roles: Roles, problems: Problems, depth: int
+@dataclass
+class _Tally:
+    """Conditions seen so far in one definition, shared by the whole recursive walk."""
+
+    conditions: int = 0
+
+
+def _condition(raw: Any, path: Path, roles: Roles, problems: Problems, depth: int, tally: _Tally
                ) -> Condition | None:
     if depth > MAX_DEPTH:
         problems.append((path, f"conditions nest deeper than {MAX_DEPTH} levels"))
+        return None
+    tally.conditions += 1
+    if tally.conditions > MAX_CONDITIONS:
+        # Reported once; every later condition stops here too, so the walk stays short.
+        if tally.conditions == MAX_CONDITIONS + 1:
+            problems.append((("when",), f"more than {MAX_CONDITIONS} conditions in one rule; "
+                                        "split it into several rules"))
         return None
     if not isinstance(raw, Mapping):
         problems.append((path, f"a condition must be a mapping with one of: {', '.join(CONDITION_KEYS)}"))
@@ -201,16 +238,17 @@ def _condition(raw: Any, path: Path, roles: Roles, problems: Problems, depth: in
     if key == "words":
         return _words(body, here, roles, problems)
     if key == "sustained":
-        return _sustained(body, here, roles, problems, depth)
+        return _sustained(body, here, roles, problems, depth, tally)
     if key == "trend":
         return _trend(body, here, roles, problems)
     if key == "not":
-        inner = _condition(body, here, roles, problems, depth + 1)
+        inner = _condition(body, here, roles, problems, depth + 1, tally)
         return Not(inner) if inner is not None else None
     if not isinstance(body, list) or not 1 <= len(body) <= MAX_CHILDREN:
         problems.append((here, f"must be a list of 1 to {MAX_CHILDREN} conditions"))
         return None
-    children = [_condition(item, (*here, i), roles, problems, depth + 1) for i, item in enumerate(body)]
+    children = [_condition(item, (*here, i), roles, problems, depth + 1, tally)
+                for i, item in enumerate(body)]
     if any(c is None for c in children):
         return None
     kids = tuple(c for c in children if c is not None)
@@ -293,7 +331,7 @@ def _words(body: Any, path: Path, roles: Roles, problems: Problems) -> Words | N
     return Words(any_of, all_of, roles)
 
 
-def _sustained(body: Any, path: Path, roles: Roles, problems: Problems, depth: int
+def _sustained(body: Any, path: Path, roles: Roles, problems: Problems, depth: int, tally: _Tally
                ) -> Sustained | None:
     if not isinstance(body, Mapping) or "condition" not in body:
         problems.append((path, "must be a mapping with 'condition' and 'seconds' and/or 'segments'"))
@@ -308,7 +346,7 @@ def _sustained(body: Any, path: Path, roles: Roles, problems: Problems, depth: i
                                  or not 1 <= segments <= 10_000):
         problems.append(((*path, "segments"), "must be an integer from 1 to 10000"))
         segments = None
-    inner = _condition(body["condition"], (*path, "condition"), roles, problems, depth + 1)
+    inner = _condition(body["condition"], (*path, "condition"), roles, problems, depth + 1, tally)
     if inner is None or (seconds is None and segments is None):
         return None
     return Sustained(inner, seconds, segments, roles)
