@@ -34,21 +34,36 @@ def _alert_values(rec: Recording, rule: Rule, version: RuleVersion, firing: Firi
 
 def fire_alerts(s: Session, rec: Recording) -> list[uuid.UUID]:
     """Evaluate the tenant's enabled rules on the recording's predicted prefix; store each new
-    episode (the unique key drops ones already stored) and publish alert.fired for it."""
+    episode (the unique key drops ones already stored) and publish alert.fired for it.
+
+    Each rule runs in its own savepoint: one broken rule (a bad stored definition, an evaluator
+    bug, a failed insert) is logged and skipped, instead of aborting the transaction, which would
+    stop every other rule and recording.completed (and the sweep would re-queue the final pass
+    forever, final_event_at never being set)."""
     rules = rules_q.list_rules(s, rec.tenant_id, enabled=True)
     if not rules:
         return []
     points = trajectory.load(s, rec.id)
     deliveries: list[uuid.UUID] = []
     for rule, version in rules:
-        for firing in evaluate(trajectory.definition_of(version), points):
-            alert_id = alerts_q.insert_alert(s, _alert_values(rec, rule, version, firing))
-            if alert_id is None:
-                continue  # this episode already alerted: a re-run, a duplicate, or the final pass
-            alert = s.get(Alert, alert_id)
-            assert alert is not None
-            deliveries += events.publish(s, rec.tenant_id, "alert.fired", alert_id,
-                                         events.alert_data(alert, rule, rec))
+        rule_deliveries: list[uuid.UUID] = []
+        try:
+            with s.begin_nested():
+                for firing in evaluate(trajectory.definition_of(version), points):
+                    alert_id = alerts_q.insert_alert(s, _alert_values(rec, rule, version, firing))
+                    if alert_id is None:
+                        continue  # this episode already alerted: a re-run, a duplicate, or the final pass
+                    alert = s.get(Alert, alert_id)
+                    assert alert is not None
+                    rule_deliveries += events.publish(s, rec.tenant_id, "alert.fired", alert_id,
+                                                      events.alert_data(alert, rule, rec))
+        except Exception:
+            # Rolled back to the savepoint: this rule's alerts and deliveries of this pass are gone,
+            # so its delivery ids are dropped too; the next pass tries the rule again.
+            log.exception("rule %s (version %s) failed on recording %s; skipped", rule.id, version.version,
+                          rec.id)
+            continue
+        deliveries += rule_deliveries
     return deliveries
 
 
@@ -81,7 +96,8 @@ def publish_recording_event(recording_id: uuid.UUID, event_type: str) -> list[uu
 def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:
     """One attempt of one delivery. Returns the delay before the next attempt, or None when the
     delivery is finished (sent, given up) or is not this task's to send."""
-    # Longer than one attempt can take (httpx applies the timeout per connect/write/read phase).
+    # Longer than one attempt can take: notify.send bounds the body by timeout_s overall, but httpx
+    # still applies the timeout per connect/write/read phase before the answer starts.
     lease = timedelta(seconds=4 * settings.webhook_timeout_s + 30)
     with transaction() as s:
         claimed = webhooks_q.claim_delivery(s, delivery_id, lease)
@@ -97,7 +113,11 @@ def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:
         target = notify.resolve_target(url, settings.webhook_allow_private_targets)
         result = notify.send(target, notify.signed_headers(secret, message_id, body), body,
                              settings.webhook_timeout_s)
+    except notify.TargetUnresolved as exc:
+        # DNS may be failing only for now (EAI_AGAIN): a failed attempt on the normal backoff path.
+        result = notify.AttemptResult(False, None, f"target not resolved: {exc}", "", 0.0)
     except notify.TargetRefused as exc:
+        # A policy refusal (private or metadata address, bad URL) stays true: give up at once.
         refused = True
         result = notify.AttemptResult(False, None, f"target refused: {exc}", "", 0.0)
 

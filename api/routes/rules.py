@@ -187,7 +187,10 @@ def backtest(session: SessionDep, tenant: TenantDep, settings: SettingsDep, rule
     version = queries.get_version(session, rule.id, body.version or rule.current_version)
     if version is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=f"rule has no version {body.version}")
-    definition = parse_definition(version.definition)
+    try:
+        definition = parse_definition(version.definition)
+    except RuleError as exc:  # stored before a language limit existed: say so, do not 500
+        raise _problems(("path", "rule_id"), exc) from exc
     limit = settings.backtest_max_recordings
     recordings = alerts_q.recordings_in_range(session, tenant.id, body.created_from, body.created_to,
                                               limit + 1)
