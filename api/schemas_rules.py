@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from db.models import Alert, AlertState, Rule, RuleVersion
+from worker.events import AlertEvidence
 
 DEFINITION_HELP = (
     "The rule definition (docs/RULES.md): a mapping with `when` (the condition), optional `severity`, "
@@ -99,15 +100,8 @@ class BacktestIn(BaseModel):
         return self
 
 
-class Evidence(BaseModel):
-    condition: str = Field(description="Where in the rule, e.g. when.all[0].sustained")
-    kind: str
-    text: str
-    role: str
-    first_segment_index: int
-    last_segment_index: int
-    start_s: float
-    end_s: float
+# The alert evidence the API shows is the one webhooks carry: one model, one shape.
+Evidence = AlertEvidence
 
 
 class BacktestFiring(BaseModel):
