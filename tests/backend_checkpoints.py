@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.support import EXAMPLE
 from worker.pipeline.contracts import SegmentInput
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
 # A speech-emotion head's vocabulary as published checkpoints spell it, with one class we cannot
 # map ("other") to exercise the unknown-label path.
 CLASSIFIER_LABELS = ["neu", "hap", "sad", "ang", "fearful", "disgust", "surprised", "other"]

@@ -76,3 +76,20 @@ def make_tenant():
 @pytest.fixture(scope="session")
 def media_dir() -> Path:
     return MEDIA_DIR
+
+
+@pytest.fixture(scope="session")
+def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A stereo call from real speech, as a contact center would store it (16 kHz PCM WAV), with
+    the channels swapped relative to the shipped example, so channel 0 is the customer."""
+    import subprocess
+
+    from tests.support import EXAMPLE
+
+    out = tmp_path_factory.mktemp("media") / "call.wav"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), "-af", "pan=stereo|c0=c1|c1=c0",
+         "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
+        check=True,
+    )
+    return out

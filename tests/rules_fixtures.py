@@ -12,10 +12,10 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
@@ -126,6 +126,19 @@ def allow_loopback_targets() -> Iterator[None]:
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def client(allow_loopback_targets: None) -> Iterator[TestClient]:
+    """The API in-process, with loopback webhook targets allowed for the test receiver."""
+    from api.main import create_app
+
+    with TestClient(create_app()) as c:
+        yield c
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
 @pytest.fixture(scope="module")
 def rules_worker(broker: str, allow_loopback_targets: None) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker on every queue. The threads pool loads the emotion model lazily (no per-process
@@ -172,16 +185,5 @@ def add_prediction(s: Any, segment_id: uuid.UUID, label: str, prob: float, valen
                      reasoning=[], reasoning_text=""))
 
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
 
 
-@pytest.fixture(scope="module")
-def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped example call as a 16 kHz stereo WAV with the customer on channel 0."""
-    out = tmp_path_factory.mktemp("media") / "call.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), "-af", "pan=stereo|c0=c1|c1=c0",
-         "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
-        check=True,
-    )
-    return out

@@ -21,9 +21,9 @@ from db.queries import analytics
 from db.session import transaction
 from tests.conftest import PG_ADMIN_URL
 from tests.dashboard_fixtures import rescore_last_customer_segment, store_call
+from tests.support import EXAMPLE
 from worker import stages
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
 ROLE_SETS: list[list[str]] = [list(analytics.SUBJECT_ROLES), ["agent"], ["customer", "agent"]]
 
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 from db.queries.tenants import tenant_for_key
 from db.session import transaction
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
+from tests.support import EXAMPLE
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

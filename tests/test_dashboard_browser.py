@@ -19,10 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import running_worker
+from tests.support import EXAMPLE, running_worker
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE = ROOT / "callpulse" / "examples" / "demo_call.ogg"  # 36 s stereo: agent ch0, customer ch1
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path(os.environ.get("CALLPULSE_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

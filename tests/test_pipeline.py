@@ -22,21 +22,6 @@ from tests.support import running_worker
 from worker import stages
 from worker.pipeline.emotion.labels import CANONICAL_LABELS
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
-
-
-@pytest.fixture(scope="module")
-def stereo_call(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A stereo call from real speech, as a contact center would store it (16 kHz PCM WAV), with
-    the channels swapped relative to the shipped example, so channel 0 is the customer."""
-    out = tmp_path_factory.mktemp("media") / "call.wav"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-i", str(EXAMPLE), "-af", "pan=stereo|c0=c1|c1=c0",
-         "-ar", "16000", "-c:a", "pcm_s16le", str(out)],
-        check=True,
-    )
-    return out
-
 
 @pytest.fixture(scope="module")
 def celery_worker(broker: str) -> Iterator[subprocess.Popen[bytes]]:

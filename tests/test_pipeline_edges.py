@@ -14,9 +14,8 @@ from callpulse.settings import Settings
 from db.models import Recording, Segment
 from db.queries.pipeline import insert_segments
 from db.session import transaction
+from tests.support import EXAMPLE
 from worker.pipeline import decode
-
-EXAMPLE = Path(__file__).resolve().parent.parent / "callpulse" / "examples" / "demo_call.ogg"
 
 
 def _ffmpeg(*args: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -20,9 +19,10 @@ from db.session import transaction
 from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     add_prediction,
     allow_loopback_targets,
+    auth,
+    client,
     receiver,
     seed_recording,
-    stereo_call,
 )
 from worker import rule_stages, stages
 
@@ -31,20 +31,8 @@ ANGRY_FOR_TWO = {"severity": "high", "roles": ["customer"],
 ANGRY, CALM = ("customer", "angry", 0.9, -0.7), ("customer", "neutral", 0.8, 0.1)
 
 
-@pytest.fixture
-def client(allow_loopback_targets: None) -> Iterator[TestClient]:  # noqa: F811
-    from api.main import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
-
-
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
-
-
 def _rule(client: TestClient, key: str, definition: dict, name: str = "angry customer") -> dict:
-    resp = client.post("/v1/rules", headers=_h(key), json={"name": name, "definition": definition})
+    resp = client.post("/v1/rules", headers=auth(key), json={"name": name, "definition": definition})
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -63,34 +51,35 @@ def test_rule_crud_and_versions(client: TestClient, make_tenant) -> None:
 
     edited = {**ANGRY_FOR_TWO, "severity": "critical"}
     body = {"name": "angrier", "definition": edited}
-    resp = client.put(f"/v1/rules/{rid}", headers=_h(key), json=body)
+    resp = client.put(f"/v1/rules/{rid}", headers=auth(key), json=body)
     assert resp.status_code == 200 and resp.json()["version"] == 2 and resp.json()["severity"] == "critical"
     # The same definition again is not an edit of it: no new version.
-    assert client.put(f"/v1/rules/{rid}", headers=_h(key), json=body).json()["version"] == 2
+    assert client.put(f"/v1/rules/{rid}", headers=auth(key), json=body).json()["version"] == 2
 
-    resp = client.patch(f"/v1/rules/{rid}", headers=_h(key), json={"enabled": False})
+    resp = client.patch(f"/v1/rules/{rid}", headers=auth(key), json={"enabled": False})
     assert resp.json()["enabled"] is False and resp.json()["version"] == 2
-    assert [r["id"] for r in client.get("/v1/rules?enabled=false", headers=_h(key)).json()["items"]] == [rid]
-    assert client.get("/v1/rules?enabled=true", headers=_h(key)).json()["items"] == []
+    disabled = client.get("/v1/rules?enabled=false", headers=auth(key)).json()["items"]
+    assert [r["id"] for r in disabled] == [rid]
+    assert client.get("/v1/rules?enabled=true", headers=auth(key)).json()["items"] == []
 
-    versions = client.get(f"/v1/rules/{rid}/versions", headers=_h(key)).json()["items"]
+    versions = client.get(f"/v1/rules/{rid}/versions", headers=auth(key)).json()["items"]
     assert [(v["version"], v["severity"]) for v in versions] == [(1, "high"), (2, "critical")]
     assert versions[0]["definition"] == ANGRY_FOR_TWO
 
-    assert client.delete(f"/v1/rules/{rid}", headers=_h(key)).status_code == 204
-    assert client.get(f"/v1/rules/{rid}", headers=_h(key)).status_code == 404
+    assert client.delete(f"/v1/rules/{rid}", headers=auth(key)).status_code == 204
+    assert client.get(f"/v1/rules/{rid}", headers=auth(key)).status_code == 404
 
 
 def test_rules_accept_yaml(client: TestClient, make_tenant) -> None:
     _, key = make_tenant()
     yaml_body = ("name: drop in valence\ndefinition:\n  cooldown_s: 120\n  when:\n"
                  "    trend: {metric: valence, drop: 0.5, within_s: 60}\n")
-    yaml_headers = {**_h(key), "Content-Type": "application/yaml"}
+    yaml_headers = {**auth(key), "Content-Type": "application/yaml"}
     resp = client.post("/v1/rules", headers=yaml_headers, content=yaml_body)
     assert resp.status_code == 201, resp.text
     assert resp.json()["definition"]["when"]["trend"]["drop"] == 0.5
     # The definition alone may be a YAML string inside a JSON body too.
-    resp = client.post("/v1/rules", headers=_h(key),
+    resp = client.post("/v1/rules", headers=auth(key),
                        json={"name": "y", "definition": "when:\n  label: [angry, disgust]\n"})
     assert resp.status_code == 201 and resp.json()["definition"] == {"when": {"label": ["angry", "disgust"]}}
 
@@ -109,15 +98,15 @@ def test_rules_accept_yaml(client: TestClient, make_tenant) -> None:
 def test_invalid_rules_get_422_naming_the_place(client: TestClient, make_tenant, body: dict, loc: list
                                                 ) -> None:
     _, key = make_tenant()
-    resp = client.post("/v1/rules", headers=_h(key), json=body)
+    resp = client.post("/v1/rules", headers=auth(key), json=body)
     assert resp.status_code == 422, resp.text
     assert any(err["loc"] == loc for err in resp.json()["detail"]), resp.json()
-    resp = client.post("/v1/rules", headers={**_h(key), "Content-Type": "application/yaml"}, content="a: [")
+    resp = client.post("/v1/rules", headers={**auth(key), "Content-Type": "application/yaml"}, content="a: [")
     assert resp.status_code == 422
 
 
 def test_alert_fires_mid_recording_through_real_stages(client: TestClient, make_tenant,
-                                                       stereo_call: Path) -> None:  # noqa: F811
+                                                       stereo_call: Path) -> None:
     tenant_id, key = make_tenant(["customer"])
     # Any prediction at all of the customer: fires at the first one, and once (long cooldown).
     rule = _rule(client, key, {"cooldown_s": 3600, "roles": ["customer"], "when": {"confidence": {"min": 0}}})
@@ -148,10 +137,10 @@ def test_alert_fires_mid_recording_through_real_stages(client: TestClient, make_
 
 
 def test_duplicate_and_concurrent_evaluations_make_one_alert_and_one_event(
-        client: TestClient, make_tenant, receiver) -> None:  # noqa: F811
+        client: TestClient, make_tenant, receiver) -> None:
     tenant_id, key = make_tenant()
     url, _ = receiver.endpoint()
-    assert client.post("/v1/webhooks", headers=_h(key), json={"url": url, "events": ["alert.fired"]}
+    assert client.post("/v1/webhooks", headers=auth(key), json={"url": url, "events": ["alert.fired"]}
                        ).status_code == 201
     _rule(client, key, ANGRY_FOR_TWO)
     rec_id, _ = seed_recording(tenant_id, [CALM, ANGRY, ANGRY, ANGRY])
@@ -200,7 +189,7 @@ def test_backtest_equals_live_evaluation_and_creates_nothing(client: TestClient,
     assert len(live) >= 4
 
     window = {"from": started.isoformat(), "to": (utcnow() + timedelta(seconds=1)).isoformat()}
-    resp = client.post(f"/v1/rules/{rule['id']}/backtest", headers=_h(key), json=window)
+    resp = client.post(f"/v1/rules/{rule['id']}/backtest", headers=auth(key), json=window)
     assert resp.status_code == 200, resp.text
     out = resp.json()
     assert out["recordings_evaluated"] == 3 and out["truncated"] is False
@@ -212,57 +201,59 @@ def test_backtest_equals_live_evaluation_and_creates_nothing(client: TestClient,
 
     # A new rule's backtest stores no alert.
     other = _rule(client, key, {"when": {"label": "angry"}}, name="any anger")
-    resp = client.post(f"/v1/rules/{other['id']}/backtest", headers=_h(key), json=window)
+    resp = client.post(f"/v1/rules/{other['id']}/backtest", headers=auth(key), json=window)
     assert len(resp.json()["firings"]) >= 3
     with transaction() as s:
         assert s.scalar(select(func.count()).select_from(Alert)
                         .where(Alert.rule_id == uuid.UUID(other["id"]))) == 0
-    bad = client.post(f"/v1/rules/{rule['id']}/backtest", headers=_h(key),
+    bad = client.post(f"/v1/rules/{rule['id']}/backtest", headers=auth(key),
                       json={"from": utcnow().isoformat(), "to": started.isoformat()})
     assert bad.status_code == 422
 
 
-def test_alerts_list_filter_acknowledge_resolve(client: TestClient, make_tenant, receiver) -> None:  # noqa: F811
+def test_alerts_list_filter_acknowledge_resolve(client: TestClient, make_tenant, receiver) -> None:
     tenant_id, key = make_tenant()
     url, _ = receiver.endpoint()
-    client.post("/v1/webhooks", headers=_h(key), json={"url": url, "events": ["alert.resolved"]})
+    client.post("/v1/webhooks", headers=auth(key), json={"url": url, "events": ["alert.resolved"]})
     rule = _rule(client, key, {"severity": "low", "when": {"label": "angry"}})
     rec_a, _ = seed_recording(tenant_id, [ANGRY, CALM, ANGRY])
     rec_b, _ = seed_recording(tenant_id, [ANGRY])
     for rec in (rec_a, rec_b):
         rule_stages.evaluate_recording(rec, final=False)
 
-    items = client.get("/v1/alerts", headers=_h(key)).json()["items"]
+    items = client.get("/v1/alerts", headers=auth(key)).json()["items"]
     assert len(items) == 3 and {a["rule_id"] for a in items} == {rule["id"]}
-    page = client.get("/v1/alerts?limit=2", headers=_h(key)).json()
-    rest = client.get(f"/v1/alerts?limit=2&cursor={page['next_cursor']}", headers=_h(key)).json()
+    page = client.get("/v1/alerts?limit=2", headers=auth(key)).json()
+    rest = client.get(f"/v1/alerts?limit=2&cursor={page['next_cursor']}", headers=auth(key)).json()
     assert len(page["items"]) == 2 and len(rest["items"]) == 1 and rest["next_cursor"] is None
-    only_a = client.get(f"/v1/alerts?recording_id={rec_a}&severity=low", headers=_h(key)).json()["items"]
+    only_a = client.get(f"/v1/alerts?recording_id={rec_a}&severity=low", headers=auth(key)).json()["items"]
     assert len(only_a) == 2 and all(a["evidence"] for a in only_a)
 
     alert_id = only_a[0]["id"]
-    acked = client.post(f"/v1/alerts/{alert_id}/acknowledge", headers=_h(key), json={"note": "on it"}).json()
+    acked = client.post(f"/v1/alerts/{alert_id}/acknowledge", headers=auth(key),
+                        json={"note": "on it"}).json()
     assert acked["state"] == "acknowledged" and acked["note"] == "on it" and acked["acknowledged_at"]
-    assert client.get("/v1/alerts?state=acknowledged", headers=_h(key)).json()["items"][0]["id"] == alert_id
-    resolved = client.post(f"/v1/alerts/{alert_id}/resolve", headers=_h(key)).json()
+    assert client.get("/v1/alerts?state=acknowledged", headers=auth(key)).json()["items"][0]["id"] == alert_id
+    resolved = client.post(f"/v1/alerts/{alert_id}/resolve", headers=auth(key)).json()
     assert resolved["state"] == "resolved" and resolved["resolved_at"]
-    assert client.post(f"/v1/alerts/{alert_id}/resolve", headers=_h(key)).status_code == 200
-    assert client.post(f"/v1/alerts/{alert_id}/acknowledge", headers=_h(key)).status_code == 409
+    assert client.post(f"/v1/alerts/{alert_id}/resolve", headers=auth(key)).status_code == 200
+    assert client.post(f"/v1/alerts/{alert_id}/acknowledge", headers=auth(key)).status_code == 409
     with transaction() as s:
         events = list(s.scalars(select(WebhookDelivery.event_type)
                                 .where(WebhookDelivery.tenant_id == tenant_id)))
     assert events == ["alert.resolved"]  # once, though resolve was sent twice
 
 
-def test_tenant_isolation_of_rules_alerts_and_webhooks(client: TestClient, make_tenant, receiver) -> None:  # noqa: F811
+def test_tenant_isolation_of_rules_alerts_and_webhooks(client: TestClient, make_tenant, receiver) -> None:
     tenant_a, key_a = make_tenant()
     _, key_b = make_tenant()
     url, _ = receiver.endpoint()
-    hook = client.post("/v1/webhooks", headers=_h(key_a), json={"url": url, "events": ["alert.fired"]}).json()
+    hook = client.post("/v1/webhooks", headers=auth(key_a),
+                       json={"url": url, "events": ["alert.fired"]}).json()
     rule = _rule(client, key_a, {"when": {"label": "angry"}})
     rec, _ = seed_recording(tenant_a, [ANGRY])
     rule_stages.evaluate_recording(rec, final=False)
-    alert = client.get("/v1/alerts", headers=_h(key_a)).json()["items"][0]
+    alert = client.get("/v1/alerts", headers=auth(key_a)).json()["items"][0]
     with transaction() as s:
         delivery_id = s.scalar(select(WebhookDelivery.id)
                                .where(WebhookDelivery.endpoint_id == uuid.UUID(hook["id"])))
@@ -279,10 +270,10 @@ def test_tenant_isolation_of_rules_alerts_and_webhooks(client: TestClient, make_
         ("GET", f"/v1/webhooks/deliveries/{d}", None),
         ("POST", f"/v1/webhooks/deliveries/{d}/redeliver", None),
     ]:
-        resp = client.request(method, path, headers=_h(key_b), json=body)
+        resp = client.request(method, path, headers=auth(key_b), json=body)
         assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
     for path in ("/v1/rules", "/v1/alerts", "/v1/webhooks"):
-        assert client.get(path, headers=_h(key_b)).json()["items"] == []
+        assert client.get(path, headers=auth(key_b)).json()["items"] == []
     # And tenant A still has everything, untouched.
-    assert client.get(f"/v1/rules/{r}", headers=_h(key_a)).json()["enabled"] is True
-    assert client.get(f"/v1/alerts/{a}", headers=_h(key_a)).json()["state"] == "open"
+    assert client.get(f"/v1/rules/{r}", headers=auth(key_a)).json()["enabled"] is True
+    assert client.get(f"/v1/alerts/{a}", headers=auth(key_a)).json()["state"] == "open"

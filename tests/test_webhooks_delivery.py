@@ -10,10 +10,8 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -23,10 +21,11 @@ from db.session import transaction
 from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     Receiver,
     allow_loopback_targets,
+    auth,
+    client,
     receiver,
     rules_worker,
     seed_recording,
-    stereo_call,
 )
 from worker import events, notify, rule_stages
 from worker.celery_app import app as celery_app
@@ -35,22 +34,10 @@ from worker.tasks_rules import DELIVER_TASK, EVALUATE_TASK
 ANGRY = ("customer", "angry", 0.9, -0.7)
 
 
-@pytest.fixture
-def client(allow_loopback_targets: None) -> Iterator[TestClient]:  # noqa: F811
-    from api.main import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
-
-
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
-
-
-def _hook(client: TestClient, key: str, receiver: Receiver, events: list[str], fail_first: int = 0  # noqa: F811
+def _hook(client: TestClient, key: str, receiver: Receiver, events: list[str], fail_first: int = 0
           ) -> tuple[dict, str]:
     url, path = receiver.endpoint(fail_first=fail_first)
-    resp = client.post("/v1/webhooks", headers=_h(key), json={"url": url, "events": events})
+    resp = client.post("/v1/webhooks", headers=auth(key), json={"url": url, "events": events})
     assert resp.status_code == 201, resp.text
     receiver.sign_with(path, resp.json()["secret"])
     return resp.json(), path
@@ -76,27 +63,27 @@ def test_ssrf_guard_refuses_private_targets_at_creation(make_tenant) -> None:
     for url in ("http://127.0.0.1:9/x", "http://localhost/x", "http://10.1.2.3/", "http://192.168.0.10/",
                 "http://169.254.169.254/latest/meta-data", "http://[::1]/", "http://[::ffff:127.0.0.1]/",
                 "http://100.64.0.1/", "ftp://93.184.216.34/", "http://no-such-host.invalid/"):
-        resp = strict.post("/v1/webhooks", headers=_h(key), json={"url": url, "events": ["alert.fired"]})
+        resp = strict.post("/v1/webhooks", headers=auth(key), json={"url": url, "events": ["alert.fired"]})
         assert resp.status_code == 422, (url, resp.text)
         assert resp.json()["detail"][0]["loc"] == ["body", "url"]
-    resp = strict.post("/v1/webhooks", headers=_h(key),
+    resp = strict.post("/v1/webhooks", headers=auth(key),
                        json={"url": "https://93.184.216.34/hooks", "events": ["alert.fired", "alert.fired"]})
     assert resp.status_code == 201, resp.text
     body = resp.json()
     assert body["events"] == ["alert.fired"] and body["secret"].startswith("whsec_")
     assert len(base64.b64decode(body["secret"][6:])) == 32
-    assert "secret" not in strict.get(f"/v1/webhooks/{body['id']}", headers=_h(key)).json()
-    assert strict.post("/v1/webhooks", headers=_h(key), json={"url": "https://93.184.216.34/",
+    assert "secret" not in strict.get(f"/v1/webhooks/{body['id']}", headers=auth(key)).json()
+    assert strict.post("/v1/webhooks", headers=auth(key), json={"url": "https://93.184.216.34/",
                                                               "events": ["call.started"]}).status_code == 422
     # Allowing private targets (tests, trusted networks) still never allows the metadata service.
     relaxed = TestClient(create_app(Settings(webhook_allow_private_targets=True)))
-    assert relaxed.post("/v1/webhooks", headers=_h(key), json={"url": "http://127.0.0.1:9/",
+    assert relaxed.post("/v1/webhooks", headers=auth(key), json={"url": "http://127.0.0.1:9/",
                                                                "events": ["alert.fired"]}).status_code == 201
-    assert relaxed.post("/v1/webhooks", headers=_h(key), json={"url": "http://169.254.169.254/",
+    assert relaxed.post("/v1/webhooks", headers=auth(key), json={"url": "http://169.254.169.254/",
                                                                "events": ["alert.fired"]}).status_code == 422
 
 
-def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant, receiver) -> None:  # noqa: F811
+def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant, receiver) -> None:
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["recording.failed"])
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
@@ -105,19 +92,19 @@ def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant
     assert rule_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
     time.sleep(0.2)
     assert receiver.at(path) == []
-    delivery = client.get(f"/v1/webhooks/deliveries/{delivery_id}", headers=_h(key)).json()
+    delivery = client.get(f"/v1/webhooks/deliveries/{delivery_id}", headers=auth(key)).json()
     assert delivery["status"] == "failed" and "target refused" in delivery["attempts"][0]["error"]
 
 
 def test_alert_fired_and_recording_completed_arrive_signed_from_a_real_worker(
-        client: TestClient, make_tenant, receiver, rules_worker, stereo_call: Path) -> None:  # noqa: F811
+        client: TestClient, make_tenant, receiver, rules_worker, stereo_call: Path) -> None:
     _, key = make_tenant(["customer"])
     hook, path = _hook(client, key, receiver, ["alert.fired", "recording.completed"])
-    rule = client.post("/v1/rules", headers=_h(key), json={"name": "any customer emotion", "definition": {
+    rule = client.post("/v1/rules", headers=auth(key), json={"name": "any customer emotion", "definition": {
         "cooldown_s": 3600, "roles": ["customer"], "when": {"confidence": {"min": 0}}}}).json()
     meta = {"external_id": f"call-{uuid.uuid4().hex[:8]}", "channel_roles": {"0": "customer", "1": "agent"}}
     with stereo_call.open("rb") as fh:
-        resp = client.post("/v1/recordings", headers=_h(key), files={"file": ("call.wav", fh, "audio/wav")},
+        resp = client.post("/v1/recordings", headers=auth(key), files={"file": ("call.wav", fh, "audio/wav")},
                            data={"metadata": json.dumps(meta)})
     assert resp.status_code == 202, resp.text
     rec_id = resp.json()["id"]
@@ -133,17 +120,17 @@ def test_alert_fired_and_recording_completed_arrive_signed_from_a_real_worker(
     assert str(done.data.recording_id) == rec_id and done.data.status == "done"
     time.sleep(1.0)
     assert len(receiver.at(path)) == 2, "one message per event"
-    alerts = client.get(f"/v1/alerts?recording_id={rec_id}", headers=_h(key)).json()["items"]
+    alerts = client.get(f"/v1/alerts?recording_id={rec_id}", headers=auth(key)).json()["items"]
     assert [a["id"] for a in alerts] == [str(fired.data.alert_id)]
-    log = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=_h(key)).json()["items"]
+    log = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth(key)).json()["items"]
     assert {d["status"] for d in log} == {"succeeded"} and all(len(d["attempts"]) == 1 for d in log)
 
 
 def test_duplicate_task_deliveries_make_one_alert_and_one_message(
-        client: TestClient, make_tenant, receiver, rules_worker) -> None:  # noqa: F811
+        client: TestClient, make_tenant, receiver, rules_worker) -> None:
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["alert.fired"])
-    client.post("/v1/rules", headers=_h(key),
+    client.post("/v1/rules", headers=auth(key),
                 json={"name": "anger", "definition": {"when": {"label": "angry"}}})
     rec_id, _ = seed_recording(tenant_id, [ANGRY, ANGRY])
     for final in (False, False, False, True):
@@ -162,7 +149,7 @@ def test_duplicate_task_deliveries_make_one_alert_and_one_message(
 
 
 def test_receiver_failures_are_retried_then_given_up_and_logged_then_redelivered(
-        client: TestClient, make_tenant, receiver, rules_worker) -> None:  # noqa: F811
+        client: TestClient, make_tenant, receiver, rules_worker) -> None:
     tenant_id, key = make_tenant()
     max_attempts = get_settings().webhook_max_attempts
     _, flaky = _hook(client, key, receiver, ["recording.failed"], fail_first=max_attempts - 1)
@@ -179,7 +166,7 @@ def test_receiver_failures_are_retried_then_given_up_and_logged_then_redelivered
         assert all(g >= 0.18 for g in gaps) and gaps[-1] >= gaps[0], gaps  # backoff, growing
     deadline = time.monotonic() + 10
     while True:
-        log = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=_h(key)).json()["items"]
+        log = client.get(f"/v1/webhooks/{hook['id']}/deliveries", headers=auth(key)).json()["items"]
         if (log and log[0]["status"] == "failed") or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -190,21 +177,21 @@ def test_receiver_failures_are_retried_then_given_up_and_logged_then_redelivered
     assert delivery["last_error"] == "receiver answered HTTP 500"
 
     receiver.script[down] = []  # the receiver is fixed: a manual redelivery succeeds, same webhook-id
-    resp = client.post(f"/v1/webhooks/deliveries/{delivery['id']}/redeliver", headers=_h(key))
+    resp = client.post(f"/v1/webhooks/deliveries/{delivery['id']}/redeliver", headers=auth(key))
     assert resp.status_code == 202
     again = receiver.wait(down, lambda rs: len(rs) == max_attempts + 1)
     assert again[-1].headers["webhook-id"] == gave_up[0].headers["webhook-id"] and again[-1].valid
     deadline = time.monotonic() + 10
-    final = client.get(f"/v1/webhooks/deliveries/{delivery['id']}", headers=_h(key)).json()
+    final = client.get(f"/v1/webhooks/deliveries/{delivery['id']}", headers=auth(key)).json()
     while final["status"] != "succeeded":
         assert time.monotonic() < deadline, final
         time.sleep(0.1)
-        final = client.get(f"/v1/webhooks/deliveries/{delivery['id']}", headers=_h(key)).json()
+        final = client.get(f"/v1/webhooks/deliveries/{delivery['id']}", headers=auth(key)).json()
     assert len(final["attempts"]) == max_attempts + 1 and final["attempts"][-1]["status_code"] == 200
 
 
 def test_recording_failed_webhook_from_the_pipeline(
-        client: TestClient, make_tenant, receiver, rules_worker, tmp_path: Path) -> None:  # noqa: F811
+        client: TestClient, make_tenant, receiver, rules_worker, tmp_path: Path) -> None:
     from worker import stages
     from worker.tasks import enqueue
 

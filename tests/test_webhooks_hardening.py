@@ -21,22 +21,15 @@ from callpulse.settings import Settings
 from db.models import Alert, DeliveryStatus, Recording, WebhookAttempt, WebhookDelivery
 from db.queries import webhooks as webhooks_q
 from db.session import transaction
-from tests.rules_fixtures import allow_loopback_targets, seed_recording  # noqa: F401  (fixtures)
+from tests.rules_fixtures import (  # noqa: F401  (fixtures)
+    allow_loopback_targets,
+    auth,
+    client,
+    seed_recording,
+)
 from worker import notify, rule_stages
 
 ANGRY = ("customer", "angry", 0.9, -0.7)
-
-
-def _h(key: str) -> dict[str, str]:
-    return {"X-API-Key": key}
-
-
-@pytest.fixture
-def client(allow_loopback_targets: None) -> Iterator[TestClient]:  # noqa: F811
-    from api.main import create_app
-
-    with TestClient(create_app()) as c:
-        yield c
 
 
 @pytest.fixture
@@ -147,7 +140,7 @@ def test_a_malformed_idna_host_is_a_clear_refusal(make_tenant) -> None:
         notify.resolve_target("http://xn--/", allow_private=True)
     _, key = make_tenant()
     strict = TestClient(create_app(Settings(webhook_allow_private_targets=False)))
-    resp = strict.post("/v1/webhooks", headers=_h(key),
+    resp = strict.post("/v1/webhooks", headers=auth(key),
                        json={"url": "http://xn--/", "events": ["alert.fired"]})
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"][0]["loc"] == ["body", "url"]
@@ -157,9 +150,9 @@ def test_a_broken_rule_blocks_neither_other_rules_nor_recording_completed(
         client: TestClient, make_tenant, monkeypatch: pytest.MonkeyPatch) -> None:
     tenant_id, key = make_tenant()
     # Told apart by cooldown_s: the evaluator is made to raise for the broken one only.
-    broken = client.post("/v1/rules", headers=_h(key), json={"name": "broken", "definition": {
+    broken = client.post("/v1/rules", headers=auth(key), json={"name": "broken", "definition": {
         "cooldown_s": 1234, "when": {"label": "angry"}}})
-    good = client.post("/v1/rules", headers=_h(key), json={"name": "good", "definition": {
+    good = client.post("/v1/rules", headers=auth(key), json={"name": "good", "definition": {
         "when": {"label": "angry"}}})
     assert broken.status_code == 201 and good.status_code == 201, (broken.text, good.text)
     _endpoint(tenant_id, "http://127.0.0.1:9/unused", ["alert.fired", "recording.completed"])
