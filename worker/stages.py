@@ -164,11 +164,19 @@ def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
     model = runtime.emotion_model(settings)
     pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
     if not pending:
-        q.set_status(rec, RecordingStatus.done)
-        write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
-        audio_store.drop_cache(_cache(settings, rec))
-        return Followups(completed=[rec.id])
+        followups = Followups()
+        audio_store.drop_cache(_complete(s, rec, settings, followups))
+        return followups
     return Followups(infer_batches=_batches(pending, settings.infer_batch_size))
+
+
+def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) -> Path:
+    """The one way a recording becomes done: with its analytics rollup in the same transaction and
+    its completion follow-up. Returns the decoded cache, to drop once nothing reads it."""
+    q.set_status(rec, RecordingStatus.done)
+    write_emotion_rollup(s, rec.id)
+    followups.completed.append(rec.id)
+    return _cache(settings, rec)
 
 
 def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel | None = None) -> Followups:
@@ -222,10 +230,7 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                 continue
             done, total = q.progress(s, rec.id, model.name, model.version)
             if done >= total:
-                q.set_status(rec, RecordingStatus.done)
-                write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
-                followups.completed.append(rec.id)
-                caches.append(recordings[rec.id].cache)
+                caches.append(_complete(s, rec, settings, followups))
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
                 if rows:
@@ -339,10 +344,7 @@ def sweep(settings: Settings) -> Followups:
             if pending:
                 followups.infer_batches.extend(_batches(pending, settings.infer_batch_size))
             else:
-                q.set_status(rec, RecordingStatus.done)
-                write_emotion_rollup(s, rec.id)  # the analytics rollup, in the transaction that sets done
-                followups.completed.append(rec.id)
-                caches.append(_cache(settings, rec))
+                caches.append(_complete(s, rec, settings, followups))
         # The outbox half: final rows whose event was never published get it now (idempotent: a
         # delivery's webhook-id is derived from the event and the recording).
         for rec in q.unpublished_final_recordings(s, cutoff):
