@@ -51,7 +51,7 @@ def main() -> int:
     from callpulse.settings import get_settings
     from db.models import Segment
     from db.session import transaction
-    from worker import runtime
+    from worker import runtime, stages
     from worker.pipeline import audio_store, decode, prosody, segment
     from worker.pipeline.contracts import SegmentInput
 
@@ -77,8 +77,7 @@ def main() -> int:
     audio = decode.decode(call, settings.sample_rate)
     decode_s = time.perf_counter() - t
     t = time.perf_counter()
-    cfg = segment.SegmentationConfig(settings.vad_threshold, settings.min_segment_s, settings.max_segment_s,
-                                     settings.merge_gap_s)
+    cfg = stages.segmentation_config(settings)
     segs = segment.run(vad, audio, {0: "agent", 1: "customer"}, cfg)
     vad_s = time.perf_counter() - t
     t = time.perf_counter()

@@ -101,13 +101,7 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
     except FileNotFoundError:
         return fail_recording(recording_id, "the media file is missing from storage", settings)
 
-    config = segment.SegmentationConfig(
-        threshold=settings.vad_threshold,
-        min_segment_s=settings.min_segment_s,
-        max_segment_s=settings.max_segment_s,
-        merge_gap_s=settings.merge_gap_s,
-    )
-    speech = segment.run(runtime.vad_model(), audio, roles, config)
+    speech = segment.run(runtime.vad_model(), audio, roles, segmentation_config(settings))
     rows = []
     for seg in speech:
         analyzed, skip_reason = _policy(seg.role, audio.channels, analyzed_roles, analyze_unknown)
@@ -140,6 +134,15 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
         if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
             q.set_status(rec, RecordingStatus.segmented)
         return _resume_inference(s, rec, settings)
+
+
+def segmentation_config(settings: Settings) -> segment.SegmentationConfig:
+    return segment.SegmentationConfig(
+        threshold=settings.vad_threshold,
+        min_segment_s=settings.min_segment_s,
+        max_segment_s=settings.max_segment_s,
+        merge_gap_s=settings.merge_gap_s,
+    )
 
 
 def _policy(role: str, channels: int, analyzed_roles: list[str], analyze_unknown: bool) -> tuple[
