@@ -125,13 +125,12 @@ def _describe(seg: TimelineSegment, uncertain: bool) -> str:
     return ", ".join(parts) + ". Play from here."
 
 
-def role_timelines(segments: Sequence[TimelineSegment], duration: float,
-                   low_confidence: float) -> list[RoleTimeline]:
+def role_timelines(segments: Sequence[TimelineSegment], duration: float) -> list[RoleTimeline]:
     """One chart per speaker role, customers first, in call order."""
     duration = max(duration, max((s.end_s for s in segments), default=0.0), 1.0)
     by_role: dict[str, RoleTimeline] = {}
     for seg in segments:
-        uncertain = seg.confidence is not None and seg.confidence < low_confidence
+        uncertain = bool(seg.uncertain)
         x = time_x(seg.start_s, duration)
         by_role.setdefault(seg.role, RoleTimeline(seg.role)).marks.append(SegmentMark(
             segment=seg, x=x, width=max(2.0, time_x(seg.end_s, duration) - x),

@@ -15,8 +15,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings, get_settings
-from db.models import Tenant
-from db.queries.tenants import tenant_for_key
+from db.models import ApiKey, Tenant
+from db.queries.tenants import api_key_for
 from db.session import transaction
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -43,19 +43,27 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_tenant(
+def current_api_key(
     session: SessionDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
-) -> Tenant:
+) -> ApiKey:
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    tenant = tenant_for_key(session, key)
-    if tenant is None:
+    row = api_key_for(session, key)
+    if row is None:
         # One answer for unknown and revoked keys: the difference is of no use to a caller.
         raise _unauthorized("invalid or revoked API key")
-    return tenant
+    return row
+
+
+# Who is calling (corrections record it); FastAPI resolves it once per request for both deps.
+ApiKeyDep = Annotated[ApiKey, Depends(current_api_key)]
+
+
+def current_tenant(key: ApiKeyDep) -> Tenant:
+    return key.tenant
 
 
 TenantDep = Annotated[Tenant, Depends(current_tenant)]

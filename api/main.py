@@ -15,7 +15,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard_views import STATIC_DIR
-from api.routes import alerts, analytics, dashboard, dashboard_live, health, recordings, rules, webhooks
+from api.routes import (
+    alerts,
+    analytics,
+    dashboard,
+    dashboard_live,
+    health,
+    recordings,
+    rules,
+    segments,
+    transcripts,
+    webhooks,
+)
 from api.routes.recordings import upload_too_large
 from callpulse import __version__
 from callpulse.settings import Settings, get_settings
@@ -130,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
     app.include_router(recordings.router)
+    app.include_router(transcripts.router)
+    app.include_router(segments.router)
     app.include_router(rules.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)

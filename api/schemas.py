@@ -5,13 +5,16 @@ from __future__ import annotations
 import math
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from db.models import Prediction, Recording, RecordingStatus, Segment
+from api.schemas_quality import CorrectionOut, WordOut
+from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
+from worker.pipeline.contracts import Word
+from worker.pipeline.transcript import Utterance, words_in
 
 MAX_CHANNELS = 8
 ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -144,6 +147,9 @@ class EvidenceItem(BaseModel):
     cue: str
     value: float | str | None = None
     text: str = ""
+    box: list[int] | None = Field(default=None, description="Face evidence: x, y, width, height in pixels.")
+    label: str | None = Field(default=None, description="Face or text evidence: the label it points to.")
+    words: str | None = Field(default=None, description="Text evidence: the words quoted.")
 
 
 class TimelineSegment(BaseModel):
@@ -165,13 +171,21 @@ class TimelineSegment(BaseModel):
     model: ModelRef | None = None
     reasoning: list[EvidenceItem] | None = None
     reasoning_text: str | None = None
+    uncertain: bool | None = Field(default=None, description="Confidence below the uncertainty setting.")
+    modalities: dict[str, Any] | None = Field(
+        default=None, description="Each modality's own answer (audio, text, video) behind the fused label.")
+    words: list[WordOut] = Field(default_factory=list, description="Transcript words inside the segment.")
+    correction: CorrectionOut | None = Field(default=None, description="A supervisor's true label.")
 
     @classmethod
-    def build(cls, segment: Segment, prediction: Prediction | None) -> TimelineSegment:
+    def build(cls, segment: Segment, prediction: Prediction | None, words: Sequence[Word] = (),
+              correction: SegmentLabel | None = None) -> TimelineSegment:
         out = cls(
             id=segment.id, index=segment.index, role=segment.role, speaker=segment.speaker,
             channel=segment.channel, start_s=segment.start_s, end_s=segment.end_s,
             analyzed=segment.analyzed, skip_reason=segment.skip_reason,
+            words=[WordOut(start_s=w.start_s, end_s=w.end_s, text=w.text) for w in words],
+            correction=CorrectionOut.build(correction) if correction is not None else None,
         )
         if prediction is not None:
             out.label = prediction.label
@@ -182,6 +196,8 @@ class TimelineSegment(BaseModel):
             out.model = ModelRef(name=prediction.model_name, version=prediction.model_version)
             out.reasoning = [EvidenceItem.model_validate(item) for item in prediction.reasoning or []]
             out.reasoning_text = prediction.reasoning_text
+            out.uncertain = prediction.uncertain
+            out.modalities = prediction.modalities or None
         return out
 
 
@@ -194,9 +210,17 @@ class Timeline(BaseModel):
     segments: list[TimelineSegment]
 
     @classmethod
-    def build(cls, rec: Recording, rows: Sequence[tuple[Segment, Prediction | None]]) -> Timeline:
+    def build(cls, rec: Recording, rows: Sequence[tuple[Segment, Prediction | None]],
+              utterances: Sequence[Utterance] = (), labels: Mapping[uuid.UUID, SegmentLabel] | None = None
+              ) -> Timeline:
+        labels = labels or {}
         return cls(recording_id=rec.id, status=RecordingStatus(rec.status), duration_s=rec.duration_s,
-                   segments=[TimelineSegment.build(seg, pred) for seg, pred in rows])
+                   segments=[TimelineSegment.build(
+                       seg, pred,
+                       words_in(utterances, seg.start_s, seg.end_s, channel=seg.channel) if utterances
+                       else (),
+                       labels.get(seg.id),
+                   ) for seg, pred in rows])
 
 
 class ComponentCheck(BaseModel):

@@ -5,10 +5,12 @@ Machine-readable results go to stdout; progress and logs go to stderr."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from callpulse import __version__
@@ -148,9 +150,58 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
+TRAIN_TENANT_HELP = """callpulse train: trains the embedded voice model (options below).
+  --tenant NAME   also train on the supervisor corrections of this tenant (PUT /v1/segments/{id}/label),
+                  read from CALLPULSE_DATABASE_URL; they are exported to a JSON Lines file passed to
+                  the trainer as --corrections. Point workers at the new --out directory with
+                  CALLPULSE_MODEL_PATH; its version is new, so POST /v1/recordings/{id}/rescore
+                  re-runs a call with it while the older predictions stay.
+"""
+
+
+def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
+    """Take `--name VALUE` or `--name=VALUE` out of argv (the rest goes to the trainer as is)."""
+    rest, value, it = [], None, iter(argv)
+    for arg in it:
+        if arg == name:
+            value = next(it, None)
+        elif arg.startswith(name + "="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+    return value, rest
+
+
+def export_corrections(tenant_name: str, target: Path) -> int:
+    """Write the tenant's corrections as training examples (JSON Lines); returns how many."""
+    from db.queries.corrections import tenant_corrections
+    from db.queries.tenants import get_tenant_by_name
+    from db.session import transaction
+
+    with transaction() as s:
+        tenant = get_tenant_by_name(s, tenant_name)
+        if tenant is None:
+            raise SystemExit(f"callpulse train: no tenant named '{tenant_name}'")
+        examples = tenant_corrections(s, tenant.id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w") as out:
+        for ex in examples:
+            out.write(json.dumps(dataclasses.asdict(ex)) + "\n")
+    return len(examples)
+
+
 def cmd_train(argv: list[str]) -> int:
     from worker.pipeline.emotion.training import main as train_main
 
+    if "-h" in argv or "--help" in argv:
+        print(TRAIN_TENANT_HELP)
+    tenant, argv = _pop_option(argv, "--tenant")
+    if tenant is not None:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        path = get_settings().data_dir / "corrections" / f"{tenant}-{stamp}.jsonl"
+        count = export_corrections(tenant, path)
+        print(f"callpulse train: {count} corrections of tenant {tenant} → {path}", file=sys.stderr)
+        argv = [*argv, "--corrections", str(path)]
     return train_main(argv)
 
 
@@ -221,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keys_create)
 
     sub.add_parser("train", add_help=False,
-                   help="train and evaluate the embedded emotion model (see 'callpulse train --help')")
+                   help="train and evaluate the embedded emotion model, optionally with a tenant's "
+                   "supervisor corrections (--tenant NAME; see 'callpulse train --help')")
     return parser
 
 

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from api.schemas import Timeline
+from api.timeline import recording_timeline
 from callpulse.settings import Settings
 from db.migrate import upgrade
 from db.models import Recording, RecordingStatus
-from db.queries.recordings import timeline as timeline_rows
 from db.queries.tenants import get_or_create_tenant
 from db.session import transaction
 from worker import runtime, stages
@@ -124,7 +123,7 @@ def _result(path: Path, recording_id: uuid.UUID) -> dict[str, Any]:
     with transaction() as s:
         rec = s.get(Recording, recording_id)
         assert rec is not None
-        body = Timeline.build(rec, timeline_rows(s, rec.id)).model_dump(mode="json")
+        body = recording_timeline(s, rec).model_dump(mode="json")
         out: dict[str, Any] = {"file": str(path)}
         out.update(body)
         if rec.status == RecordingStatus.failed.value:

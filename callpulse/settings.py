@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     # 128 holds a few sentences of reasoning plus the answer; a cut-off answer is still parsed.
     omni_max_new_tokens: int = 128
 
+    # --- Multimodal evidence and fusion (issue 3) ---
+    # A prediction whose fused, calibrated confidence is below this is flagged `uncertain` (API,
+    # webhooks, dashboard); it is never hidden.
+    uncertain_below: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Words of an uploaded transcript feed the text model (bundled MiniLM + a MELD-trained head).
+    text_model_enabled: bool = True
+    # Video recordings: frames sampled inside each analyzed segment for the face-expression model.
+    face_model_enabled: bool = True
+    frames_per_segment: int = Field(default=3, ge=1, le=16)
+    # Per-speaker normalisation: the audio model summarises up to this many of the speaker's
+    # segments, spread over the call, as that speaker's reference.
+    speaker_reference_segments: int = Field(default=12, ge=1, le=64)
+
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.
     stuck_after_s: float = 600.0
@@ -85,8 +98,6 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     # How often the alerts feed (server-sent events) looks for new alerts of the tenant.
     dashboard_alert_poll_s: float = 1.0
-    # Predictions below this confidence are drawn as uncertain on the call timeline.
-    dashboard_low_confidence: float = 0.5
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod

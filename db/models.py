@@ -23,6 +23,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -120,6 +121,10 @@ class Recording(Base):
     # When recording.completed / recording.failed was published (outbox mark): the sweep publishes
     # again for final rows still without it, so a message lost after the final commit loses no event.
     final_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # Per-speaker references of the audio model (per-speaker normalisation), keyed by model version
+    # then speaker: {"ser-v2+…": {"ch1": {...}}}. Made once per version by the infer stage.
+    speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict,
+                                                               server_default="{}")
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,
@@ -152,6 +157,9 @@ class Segment(Base):
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="segment", cascade="all, delete-orphan", passive_deletes=True
     )
+    correction: Mapped[SegmentLabel | None] = relationship(
+        back_populates="segment", cascade="all, delete-orphan", passive_deletes=True, uselist=False
+    )
 
 
 class Prediction(Base):
@@ -171,9 +179,52 @@ class Prediction(Base):
     # List of evidence items (absolute call times), see worker.pipeline.contracts.Evidence.
     reasoning: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     reasoning_text: Mapped[str] = mapped_column(Text, default="")
+    # Fused confidence below settings.uncertain_below: shown as uncertain, never hidden.
+    uncertain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Per-modality answers behind the fused label: {"audio": {model, version, label, confidence,
+    # scores, weight}, "text": {...}, "video": {...}}.
+    modalities: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     segment: Mapped[Segment] = relationship(back_populates="predictions")
+
+
+class SegmentLabel(Base):
+    """A supervisor's correction: the true label of a segment, kept beside the model's predictions
+    (which are never changed), with who set it and when. One current label per segment."""
+
+    __tablename__ = "segment_label"
+
+    segment_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("segment.id", ondelete="CASCADE"),
+                                                  primary_key=True)
+    # Denormalised so `callpulse train --tenant` selects a tenant's corrections without joins.
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the model said when the supervisor corrected it (its newest prediction then).
+    model_label: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    labeled_by: Mapped[str] = mapped_column(String(200))  # the API key's name and prefix
+    api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"),
+                                                         nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    segment: Mapped[Segment] = relationship(back_populates="correction")
+
+
+class Transcript(Base):
+    """The words of a call, from the client's own ASR (uploaded) or ours; one per recording."""
+
+    __tablename__ = "transcript"
+
+    recording_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("recording.id", ondelete="CASCADE"),
+                                                    primary_key=True)
+    source: Mapped[str] = mapped_column(String(16), default="client")  # client | asr
+    format: Mapped[str] = mapped_column(String(16))  # json | webvtt
+    # [{"start_s", "end_s", "text", "speaker", "channel", "words": [[start_s, end_s, text], ...]}]
+    utterances: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 # --- Escalation rules, alerts and webhooks (issue 5) ---------------------------------------------

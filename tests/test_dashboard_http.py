@@ -3,6 +3,7 @@ endpoint's Range support, filters and the live endpoints."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from api.dashboard_auth import COOKIE_NAME, DashboardSession, decode_session, encode_session
-from db.models import ApiKey, Recording
+from db.models import ApiKey, Prediction, Recording, Segment
+from db.queries.corrections import put_transcript, set_label
 from db.session import transaction
 from tests.dashboard_fixtures import store_call
+from worker.pipeline.transcript import parse_transcript, to_rows
 
 
 @pytest.fixture
@@ -141,6 +144,29 @@ def test_call_page_renders_timeline_and_empty_transcript(client: TestClient, mak
     assert 'class="timeline-svg"' in text and 'role="button"' in text and 'data-seek="3.000"' in text
     assert "No transcript for this call" in text
     assert client.get(f"/dashboard/recordings/{uuid.uuid4()}").status_code == 404
+
+
+def test_call_page_shows_words_corrections_and_doubt(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    # agent 0–2 s on channel 0; customer 3–7 s on channel 1.
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "angry", 4.0, -0.7)])
+    with transaction() as s:
+        put_transcript(s, rec_id, "json", to_rows(parse_transcript(json.dumps({"utterances": [
+            {"start": 3.2, "end": 6.5, "text": "third time I call about this bill", "speaker": "customer",
+             "channel": 1}]}).encode())))
+        customer = s.scalars(select(Segment).where(Segment.recording_id == rec_id,
+                                                   Segment.role == "customer")).one()
+        s.execute(update(Prediction).where(Prediction.segment_id == customer.id).values(uncertain=True))
+        key_row = s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)).one()
+        set_label(s, customer, tenant_id, "sad", None, key_row)
+    _login(client, key)
+    text = client.get(f"/dashboard/recordings/{rec_id}").text
+    # Words beside the segment (each a seek button), the transcript panel, the correction, the doubt.
+    assert 'class="link-button word" data-seek="' in text and ">third</button>" in text
+    assert "third time I call about this bill" in text and "No transcript for this call" not in text
+    assert "supervisor: sad" in text
+    assert 'class="badge uncertain-badge">uncertain<' in text
 
 
 def test_media_with_a_non_media_suffix_is_a_download_that_can_run_nothing(

@@ -16,6 +16,8 @@ TASK_ROUTES = {
     "callpulse.ingest_recording": {"queue": "ingest"},
     "callpulse.sweep_stuck_recordings": {"queue": "ingest"},
     "callpulse.infer_segments": {"queue": "infer"},
+    # The infer worker runs the model, so it is the one that knows which version rescoring targets.
+    "callpulse.rescore_recording": {"queue": "infer"},
     "callpulse.rules.*": {"queue": "rules"},
     "callpulse.notify.*": {"queue": "notify"},
 }

@@ -4,31 +4,60 @@ from __future__ import annotations
 
 import logging
 import threading
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from callpulse.settings import Settings
-from worker.pipeline import segment
+from worker.pipeline import fusion, segment
 from worker.pipeline.contracts import EmotionModel
 from worker.pipeline.emotion import load_backend
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_emotion: dict[tuple[str, str, str, str], EmotionModel] = {}
+_emotion: dict[tuple[Any, ...], EmotionModel] = {}
 _vad: Any = None
 
 
 def emotion_model(settings: Settings) -> EmotionModel:
-    key = (settings.model_backend, str(settings.model_path or ""), settings.device, settings.dtype)
+    """The configured audio backend wrapped with the text and face models (fusion.MultimodalModel)."""
+    key = (settings.model_backend, str(settings.model_path or ""), settings.device, settings.dtype,
+           settings.text_model_enabled, settings.face_model_enabled, settings.uncertain_below)
     with _lock:
         if key not in _emotion:
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
             log.info("loading emotion backend %s on %s", settings.model_backend, settings.device)
-            _emotion[key] = load_backend(settings.model_backend, settings.model_path, settings.device,
-                                         settings.dtype)
+            audio = load_backend(settings.model_backend, settings.model_path, settings.device, settings.dtype)
+            _emotion[key] = fusion.MultimodalModel(
+                audio,
+                text=_component("text_emotion", settings.device) if settings.text_model_enabled else None,
+                face=_component("face_expression", settings.device) if settings.face_model_enabled else None,
+                uncertain_below=settings.uncertain_below,
+            )
         return _emotion[key]
+
+
+def _component(weights: str, device: str) -> fusion.Lazy[Any] | None:
+    """A text/face model loaded on first use; None when its weights are not installed."""
+    path = Path(str(resources.files("worker").joinpath("weights", f"{weights}.json")))
+    version = fusion.weights_version(path)
+    if version is None:
+        log.warning("%s weights not found at %s: that modality is off", weights, path)
+        return None
+
+    def load() -> Any:
+        if weights == "text_emotion":
+            from worker.pipeline import text_emotion
+
+            return text_emotion.load_model(device)
+        from worker.pipeline import face
+
+        return face.load_model(device)
+
+    return fusion.Lazy(version.rsplit("-v", 1)[0], version, load)
 
 
 def vad_model() -> Any:

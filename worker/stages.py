@@ -10,18 +10,16 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, Segment, utcnow
 from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
 from db.session import transaction
-from worker import runtime
+from worker import inference_inputs, runtime
 from worker.pipeline import audio_store, decode, prosody, segment
 from worker.pipeline.contracts import (
-    Acoustics,
-    DecodedAudio,
     EmotionModel,
     EmotionResult,
     SegmentInput,
@@ -48,7 +46,7 @@ class Followups:
     failed: list[uuid.UUID] = field(default_factory=list)
 
 
-def _batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
+def batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
     return [ids[i: i + size] for i in range(0, len(ids), max(1, size))]
 
 
@@ -170,7 +168,7 @@ def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
         followups = Followups()
         audio_store.drop_cache(_complete(s, rec, settings, followups))
         return followups
-    return Followups(infer_batches=_batches(pending, settings.infer_batch_size))
+    return Followups(infer_batches=batches(pending, settings.infer_batch_size))
 
 
 def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) -> Path:
@@ -196,19 +194,23 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                 seg.skip_reason = (f"inference was started {settings.max_attempts} times on this segment "
                                    "without finishing (the worker may have crashed on it)")
         runnable = [seg for seg in segments if seg.analyzed]
-        recordings: dict[uuid.UUID, _Source] = {}
+        sources: dict[uuid.UUID, inference_inputs.Source] = {}
         for rec_id in sorted({seg.recording_id for seg in segments}):  # fixed order: no deadlocks
             rec = q.lock_recording(s, rec_id)
             if rec is None:
                 continue
-            recordings[rec_id] = _Source(rec.media_uri, _cache(settings, rec), _baselines(s, rec_id))
+            speakers = {seg.speaker for seg in runnable if seg.recording_id == rec_id}
+            sources[rec_id] = inference_inputs.load_source(s, rec, settings, model, speakers,
+                                                           _cache(settings, rec))
             if rec.status == RecordingStatus.segmented.value:
                 q.set_status(rec, RecordingStatus.analyzing)
-        plans = [(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s, seg.role, seg.speaker,
-                  seg.acoustics) for seg in runnable if seg.recording_id in recordings]
+        plans = [inference_inputs.Plan(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s,
+                                       seg.role, seg.speaker, seg.acoustics)
+                 for seg in runnable if seg.recording_id in sources]
 
-    # Audio is read (or, if its cache is gone, decoded again) with no transaction or lock held.
-    inputs, keys = _inputs(plans, recordings, settings)
+    # Audio (and video frames) are read, or decoded again if the cache is gone, with no
+    # transaction or lock held.
+    inputs, keys = inference_inputs.build_inputs(plans, sources, settings, model, settings.face_model_enabled)
     results = _predict_isolating_failures(model, inputs)
 
     rows, failed = [], []
@@ -222,8 +224,10 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     caches: list[Path] = []
     with transaction() as s:
         # Recording rows first, in id order, as everywhere else: writers never wait in a cycle.
-        live = [rec for rec_id in sorted(recordings) if (rec := q.lock_recording(s, rec_id)) is not None]
+        live = [rec for rec_id in sorted(sources) if (rec := q.lock_recording(s, rec_id)) is not None]
         q.insert_predictions(s, rows)
+        for rec in live:
+            inference_inputs.store_references(rec, model, sources[rec.id].new_references)
         for seg_id, reason in failed:
             broken = s.get(Segment, seg_id)
             if broken is not None:
@@ -241,55 +245,6 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     for cache in caches:
         audio_store.drop_cache(cache)
     return followups
-
-
-@dataclass(frozen=True)
-class _Source:
-    """What the infer stage needs of a recording once its transaction has ended."""
-
-    media_uri: str
-    cache: Path
-    baselines: dict[str, Acoustics]
-
-
-def _baselines(s: Any, recording_id: uuid.UUID) -> dict[str, Acoustics]:
-    return {speaker: prosody.baseline(items)  # type: ignore[arg-type]
-            for speaker, items in q.speaker_acoustics(s, recording_id).items()}
-
-
-def _inputs(
-    plans: list[tuple[uuid.UUID, uuid.UUID, int, float, float, str, str, dict[str, Any]]],
-    recordings: dict[uuid.UUID, _Source],
-    settings: Settings,
-) -> tuple[list[SegmentInput], list[uuid.UUID]]:
-    audio_by_rec: dict[uuid.UUID, DecodedAudio] = {}
-    inputs, keys = [], []
-    for seg_id, rec_id, channel, start_s, end_s, role, speaker, acoustics in plans:
-        source = recordings[rec_id]
-        if rec_id not in audio_by_rec:
-            audio_by_rec[rec_id] = _decoded(source, settings)
-        audio = audio_by_rec[rec_id]
-        inputs.append(SegmentInput(
-            key=str(seg_id),
-            audio=audio_store.slice_mono(audio, channel, start_s, end_s),
-            sample_rate=audio.sample_rate,
-            start_s=start_s,
-            end_s=end_s,
-            role=role,
-            baseline=source.baselines.get(speaker),
-            acoustics=cast(Acoustics, acoustics) if acoustics else None,
-        ))
-        keys.append(seg_id)
-    return inputs, keys
-
-
-def _decoded(source: _Source, settings: Settings) -> DecodedAudio:
-    audio = audio_store.load_decoded(source.cache, settings.sample_rate)
-    if audio is None:
-        # Cache lost (another host, cleaned disk): decode again rather than fail the recording.
-        audio = decode.decode(Path(source.media_uri), settings.sample_rate)
-        audio_store.save_decoded(source.cache, audio)
-    return audio
 
 
 def _predict_isolating_failures(
@@ -323,6 +278,7 @@ def _prediction_row(segment_id: uuid.UUID, model: EmotionModel, r: EmotionResult
         "label": r.label, "raw_label": r.raw_label, "scores": r.scores,
         "valence": r.valence, "arousal": r.arousal, "confidence": r.confidence,
         "reasoning": [dict(e) for e in r.evidence], "reasoning_text": r.reasoning_text,
+        "uncertain": r.uncertain, "modalities": r.modalities,
         "created_at": utcnow(),
     }
 
@@ -345,7 +301,7 @@ def sweep(settings: Settings) -> Followups:
                 continue
             pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
             if pending:
-                followups.infer_batches.extend(_batches(pending, settings.infer_batch_size))
+                followups.infer_batches.extend(batches(pending, settings.infer_batch_size))
             else:
                 caches.append(_complete(s, rec, settings, followups))
         # The outbox half: final rows whose event was never published get it now (idempotent: a

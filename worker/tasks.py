@@ -72,6 +72,20 @@ def infer_segments(self: Task, segment_ids: list[str]) -> None:
         _give_up_or_retry(self, exc, lambda: stages.recordings_of(ids), "inference")
 
 
+@app.task(bind=True, name="callpulse.rescore_recording")
+def rescore_recording(self: Task, recording_id: str, force: bool = False) -> None:
+    from worker.rescore import rescore
+
+    rec_id = uuid.UUID(recording_id)
+    try:
+        followups = rescore(rec_id, get_settings(), force)
+    except Exception as exc:
+        # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
+        _give_up_or_retry(self, exc, lambda: [], "rescoring")
+        return
+    enqueue(followups)
+
+
 @app.task(name="callpulse.sweep_stuck_recordings")
 def sweep_stuck_recordings() -> None:
     enqueue(stages.sweep(get_settings()))

@@ -31,9 +31,10 @@ from api.dashboard_views import (
 from api.deps import SessionDep, SettingsDep, decode_cursor, encode_cursor
 from api.routes import recordings as recordings_api
 from api.routes.analytics import resolve_range
-from api.schemas import Timeline
+from api.timeline import recording_timeline
 from db.models import RecordingStatus
 from db.queries import analytics as analytics_q
+from db.queries import corrections as corrections_q
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
 from db.queries.tenants import hash_key, tenant_for_key
@@ -230,18 +231,18 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
     if rec is None:
         return _message(request, "Call not found", "There is no such call for your tenant.",
                         status.HTTP_404_NOT_FOUND, tenant.name)
-    timeline = Timeline.build(rec, recordings_q.timeline(session, rec.id))
+    timeline = recording_timeline(session, rec)
+    transcript_rows = corrections_q.get_transcript(session, rec.id)
     duration = max(rec.duration_s or 0.0, max((s.end_s for s in timeline.segments), default=0.0), 1.0)
     summary = queries.summarize(session, [rec])[0]
     return _page(request, "recording.html", {
         "tenant_name": tenant.name, "nav": "recordings", "call": summary, "rec": rec,
         "final": RecordingStatus(rec.status).is_final, "segments": timeline.segments,
-        "charts": role_timelines(timeline.segments, duration, settings.dashboard_low_confidence),
+        "charts": role_timelines(timeline.segments, duration),
         "ticks": time_ticks(duration), "duration": duration,
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
-        "low_confidence": settings.dashboard_low_confidence,
-        # No transcription stage exists yet: the panel shows its empty state until one does.
-        "transcript": [],
+        "low_confidence": settings.uncertain_below,
+        "transcript": transcript_rows.utterances if transcript_rows is not None else [],
     })
 
 

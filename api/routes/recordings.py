@@ -25,7 +25,11 @@ from api.schemas import (
     Timeline,
     UploadMetadata,
 )
+from api.schemas_quality import RescoreAccepted, RescoreIn
+from api.timeline import recording_timeline
+from api.transcript_upload import read_transcript
 from db.models import Recording, RecordingStatus, Tenant
+from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
 from worker.celery_app import app as celery_app
 from worker.pipeline import audio_store, decode
@@ -39,6 +43,7 @@ NOT_FOUND = "recording not found"
 # Sent by name (the name worker.tasks.ingest_recording registers, routed to the "ingest" queue) so
 # the API process does not import the worker's stages and, with them, torch and the models.
 INGEST_TASK = "callpulse.ingest_recording"
+RESCORE_TASK = "callpulse.rescore_recording"
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
     404: {"model": ErrorOut, "description": "No such recording for this tenant"},
@@ -125,6 +130,9 @@ def upload_recording(
                                                  "mp4, webm")],
     metadata: Annotated[str | None, Form(description="JSON object: external_id, channel_roles, "
                                                      "language, metadata")] = None,
+    transcript: Annotated[UploadFile | None, File(description=(
+        "Optional transcript from your own ASR: JSON (utterances or words with start/end seconds and "
+        "speaker or channel) or WebVTT; see docs/TRANSCRIPTS.md"))] = None,
 ) -> RecordingAccepted:
     meta = _parse_metadata(metadata)
     if meta.external_id is not None:
@@ -146,6 +154,8 @@ def upload_recording(
                 ("body", "metadata", "channel_roles"),
                 f"channel_roles names channel(s) {missing} but the media has {info.channels} channel(s)",
             )
+        words = (read_transcript(transcript, ("body", "transcript"), info.duration_s or None, info.channels,
+                                 meta.channel_roles) if transcript is not None else None)
         rec, created = queries.add_recording(session, Recording(
             id=recording_id, tenant_id=tenant.id, external_id=meta.external_id, filename=filename,
             media_uri=str(target.resolve()), size_bytes=size, container=info.format_name,
@@ -153,6 +163,8 @@ def upload_recording(
             language=meta.language, meta=meta.metadata, duration_s=info.duration_s or None,
             status=RecordingStatus.received.value,
         ))
+        if created and words is not None:
+            corrections_q.put_transcript(session, rec.id, *words)
         # Commit BEFORE enqueueing: a worker that takes the message at once must find the row.
         session.commit()
     except BaseException:
@@ -177,7 +189,7 @@ def _summary_fields(rec: Recording) -> dict[str, Any]:
     }
 
 
-def _tenant_recording(session: Session, tenant: Tenant, recording_id: uuid.UUID) -> Recording:
+def tenant_recording(session: Session, tenant: Tenant, recording_id: uuid.UUID) -> Recording:
     rec = queries.get_recording(session, tenant.id, recording_id)
     if rec is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=NOT_FOUND)
@@ -187,7 +199,7 @@ def _tenant_recording(session: Session, tenant: Tenant, recording_id: uuid.UUID)
 @router.get("/{recording_id}", response_model=RecordingDetail, responses=ERRORS,
             summary="Status, progress and facts of one recording")
 def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUID) -> RecordingDetail:
-    rec = _tenant_recording(session, tenant, recording_id)
+    rec = tenant_recording(session, tenant, recording_id)
     counts = queries.role_counts(session, rec.id)
     return RecordingDetail(
         **_summary_fields(rec),
@@ -203,8 +215,8 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
 @router.get("/{recording_id}/timeline", response_model=Timeline, responses=ERRORS,
             summary="Speaker segments in call order with their emotion and reasoning")
 def get_timeline(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUID) -> Timeline:
-    rec = _tenant_recording(session, tenant, recording_id)
-    return Timeline.build(rec, queries.timeline(session, rec.id))
+    rec = tenant_recording(session, tenant, recording_id)
+    return recording_timeline(session, rec)
 
 
 def _as_utc(value: datetime | None) -> datetime | None:
@@ -235,6 +247,35 @@ def list_recordings(
         items=[RecordingSummary(**_summary_fields(rec)) for rec in items],
         next_cursor=encode_cursor(last.created_at, last.id) if last is not None else None,
     )
+
+
+RESCORE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    409: {"model": ErrorOut, "description": "The recording is still being analyzed"},
+    503: {"model": ErrorOut, "description": "The queue is unreachable; try again"},
+}
+
+
+@router.post("/{recording_id}/rescore", status_code=status.HTTP_202_ACCEPTED, response_model=RescoreAccepted,
+             responses=RESCORE_ERRORS,
+             summary="Re-run inference with the current model version, keeping older predictions")
+def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUID,
+                      body: RescoreIn | None = None) -> RescoreAccepted:
+    rec = tenant_recording(session, tenant, recording_id)
+    if not RecordingStatus(rec.status).is_final:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail=f"recording is still being analyzed (status {rec.status}); it will finish "
+                                   "with the current model version")
+    force = body.force if body is not None else False
+    try:
+        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force])
+    except Exception as exc:
+        # Nothing changed yet and no sweep would pick a finished recording up: say so now.
+        log.warning("could not enqueue rescoring of %s", rec.id, exc_info=True)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail="the task queue is unreachable; nothing was changed, try again") from exc
+    return RescoreAccepted(recording_id=rec.id, status_url=_status_url(rec.id),
+                           timeline_url=f"{_status_url(rec.id)}/timeline", force=force)
 
 
 @router.delete("/{recording_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,

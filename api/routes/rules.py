@@ -27,9 +27,7 @@ from api.schemas_rules import (
 from db.models import Rule, RuleVersion
 from db.queries import alerts as alerts_q
 from db.queries import rules as queries
-from db.queries.recordings import timeline
-from worker.rules import RuleDefinition, RuleError, evaluate, parse_definition, parse_text
-from worker.rules.trajectory import predicted_prefix
+from worker.rules import RuleDefinition, RuleError, evaluate, parse_definition, parse_text, trajectory
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -197,7 +195,7 @@ def backtest(session: SessionDep, tenant: TenantDep, settings: SettingsDep, rule
     firings: list[BacktestFiring] = []
     for rec in recordings[:limit]:
         # The very function live evaluation runs, on the trajectory live evaluation would load.
-        for f in evaluate(definition, predicted_prefix(timeline(session, rec.id))):
+        for f in evaluate(definition, trajectory.load(session, rec.id)):
             firings.append(BacktestFiring(
                 recording_id=rec.id, external_id=rec.external_id, recording_status=rec.status,
                 window_key=f.window_key, severity=version.severity, fired_at_s=f.fired_at_s,

@@ -54,6 +54,13 @@ def create_api_key(session: Session, tenant_id: uuid.UUID, name: str = "") -> tu
     return row, key
 
 
+def api_key_for(session: Session, key: str) -> ApiKey | None:
+    """The unrevoked key row for a presented key (its tenant loads with it)."""
+    return session.scalar(
+        select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
+    )
+
+
 def tenant_for_key(session: Session, key: str) -> Tenant | None:
     stmt = (
         select(Tenant)

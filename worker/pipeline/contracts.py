@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 import numpy as np
 
@@ -19,6 +19,11 @@ class Evidence(TypedDict):
     cue: str  # machine-readable cue name, e.g. "pitch", "loudness", "speech_rate", "classifier"
     value: float | str | None  # the cue's measured value (e.g. +31.0 for "+31% over baseline")
     text: str  # one sentence a supervisor can read
+    # Face evidence (modality "video"): the face box in the frame (x, y, w, h pixels) and the
+    # expression it showed; text evidence (modality "text"): the label the words pointed to.
+    box: NotRequired[list[int]]
+    label: NotRequired[str]
+    words: NotRequired[str]  # text evidence: the words quoted
 
 
 class Acoustics(TypedDict, total=False):
@@ -59,6 +64,23 @@ class SpeechSegment:
     end_s: float
 
 
+@dataclass(frozen=True)
+class Word:
+    """One word (or a short phrase) of a transcript, in absolute call time."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One video frame sampled inside a segment: H×W×3 uint8 RGB, at absolute call time."""
+
+    time_s: float
+    image: np.ndarray
+
+
 @dataclass
 class SegmentInput:
     """What a model backend gets for one segment."""
@@ -72,6 +94,11 @@ class SegmentInput:
     # The same speaker's median acoustics over the call, for "relative to their baseline" cues.
     baseline: Acoustics | None = None
     acoustics: Acoustics | None = None
+    # JSON summary of the same speaker's speech elsewhere in the call, made by the backend's own
+    # `speaker_reference` at ingest (per-speaker normalisation); None when the backend has none.
+    speaker_reference: dict[str, Any] | None = None
+    words: list[Word] = field(default_factory=list)  # transcript words inside the segment
+    frames: list[VideoFrame] = field(default_factory=list)  # video frames inside the segment
 
 
 @dataclass
@@ -86,6 +113,10 @@ class EmotionResult:
     arousal: float | None = None  # 0..1
     evidence: list[Evidence] = field(default_factory=list)
     reasoning_text: str = ""
+    # Set by fusion (worker/pipeline/fusion.py): the calibrated confidence is below the setting.
+    uncertain: bool = False
+    # Each modality's own answer behind the fused one (see db.models.Prediction.modalities).
+    modalities: dict[str, Any] = field(default_factory=dict)
 
 
 class EmotionModel(Protocol):

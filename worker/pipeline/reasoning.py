@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from worker.pipeline.contracts import Acoustics, Evidence
 
@@ -202,3 +203,92 @@ def reasoning_text(
     norms = any("no call baseline" in e["text"] for e in cues)
     qualifier = " (vs typical norms: no call baseline for this speaker yet)" if norms else ""
     return f"{first} Main cues{qualifier}: {'; '.join(_claim(e) for e in cues)}."
+
+
+# --- Words, faces and the supervisor's summary (multimodal fusion, worker/pipeline/fusion.py) ---
+
+# How a contact-center reader would call each label; neutral needs no gloss.
+GLOSS = {"angry": "frustration-like", "sad": "disappointment-like", "fear": "anxiety-like",
+         "disgust": "annoyance-like", "happy": "satisfaction-like", "surprise": "surprise"}
+
+
+def text_evidence(observation: Any, start_s: float, end_s: float) -> list[Evidence]:
+    """The words that drove the text model's score, each with its own time (clamped inside the
+    segment), after one item for the text model's answer over the segment."""
+    span = Span(float(start_s), float(max(end_s, start_s)))
+    label, confidence = str(observation.label), float(observation.confidence)
+    items = [Evidence(start_s=span.start_s, end_s=span.end_s, modality="text", cue="text_classifier",
+                      value=round(confidence, 3), label=label,
+                      text=f"Words over {span.label()}: {label} {confidence:.2f}")]
+    for cue in observation.cues:
+        lo, hi = span.clip(float(cue.start_s), float(cue.end_s))
+        items.append(Evidence(start_s=lo, end_s=hi, modality="text", cue="words",
+                              value=round(float(cue.weight), 3), label=label, words=str(cue.text),
+                              text=f"Words '{cue.text}' at {format_time(lo)} point to {label}"))
+    return items
+
+
+def face_evidence(observations: list[Any], start_s: float, end_s: float, limit: int = 3) -> list[Evidence]:
+    """One item per frame with a face (most expressive first): frame time, box, expression, score."""
+    span = Span(float(start_s), float(max(end_s, start_s)))
+    ranked = sorted(observations, key=lambda o: -float(o.score))[:limit]
+    items = []
+    for obs in ranked:
+        at, _ = span.clip(float(obs.time_s), float(obs.time_s))
+        x, y, w, h = (int(v) for v in obs.box)
+        items.append(Evidence(start_s=at, end_s=at, modality="video", cue="face",
+                              value=round(float(obs.score), 3), box=[x, y, w, h], label=str(obs.label),
+                              text=f"Face at {format_time(at)} looks {obs.label} ({float(obs.score):.2f}), "
+                                   f"box {w}×{h} px at ({x}, {y})"))
+    return items
+
+
+def _voice_phrase(evidence: list[Evidence]) -> str | None:
+    """'voice 35% higher at 02:15.3, 4.1 dB louder than their own baseline, fast speech' from the
+    prosody items; None when nothing stands out."""
+    parts: list[str] = []
+    own = False
+    for item in evidence:
+        if item["modality"] != "audio" or not isinstance(item["value"], int | float):
+            continue
+        cue, value = item["cue"], float(item["value"])
+        has_base = "no call baseline" not in item["text"]
+        at = format_time(item["start_s"] + (item["end_s"] - item["start_s"]) / 2)
+        if cue == "pitch" and has_base and abs(value) >= SALIENCE_UNIT["pitch"] / 2:
+            parts.append(f"voice {abs(value):.0f}% {'higher' if value > 0 else 'lower'} at {at}")
+        elif cue == "loudness" and abs(value) >= SALIENCE_UNIT["loudness"] / 2:
+            parts.append(f"{abs(value):.1f} dB {'louder' if value > 0 else 'quieter'} at {at}")
+        elif cue == "speech_rate" and abs(value) >= SALIENCE_UNIT["speech_rate"] / 2:
+            parts.append(f"{'fast' if value > 0 else 'slow'} speech ({value:+.0f}%)")
+        else:
+            continue
+        own = own or has_base
+    if not parts:
+        return None
+    return ", ".join(parts) + (" than their own baseline" if own else " than typical speech")
+
+
+def summary(role: str, start_s: float, end_s: float, evidence: list[Evidence], label: str, confidence: float,
+            uncertain: bool) -> str:
+    """The segment's reasoning as a supervisor reads it, every claim tied to a time:
+    "Customer, 02:14.2–02:19.8: voice 35% higher at 02:15.3, 4.1 dB louder at 02:16.0 than their
+    own baseline; words 'third time I call' at 02:16.4; → angry 0.71 (frustration-like), uncertain: no"."""
+    span = Span(float(start_s), float(max(end_s, start_s)))
+    who = role.capitalize() if role and role != "unknown" else "Speaker"
+    claims = []
+    voice = _voice_phrase(evidence)
+    if voice:
+        claims.append(voice)
+    words = [e for e in evidence if e["cue"] == "words"][:2]
+    if words:
+        quoted = ", ".join(f"'{e.get('words', '')}' at {format_time(e['start_s'])}" for e in words)
+        claims.append(f"words {quoted}")
+    faces = [e for e in evidence if e["cue"] == "face"][:1]
+    for face in faces:
+        score = float(face["value"] or 0) if not isinstance(face["value"], str) else 0.0
+        claims.append(f"face {face.get('label')} {score:.2f} at {format_time(face['start_s'])}")
+    if not claims:
+        claims.append("no cue stands out from their own baseline")
+    gloss = f" ({GLOSS[label]})" if label in GLOSS else ""
+    return (f"{who}, {span.label()}: {'; '.join(claims)}; → {label} {confidence:.2f}{gloss}, "
+            f"uncertain: {'yes' if uncertain else 'no'}")

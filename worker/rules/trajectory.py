@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from threading import Lock
 
 from sqlalchemy.orm import Session
 
-from db.models import Prediction, RuleVersion, Segment
+from db.models import Prediction, RuleVersion, Segment, Transcript
 from db.queries.recordings import timeline
+from worker.pipeline import transcript
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition
 
@@ -20,13 +21,15 @@ _definitions: OrderedDict[uuid.UUID, RuleDefinition] = OrderedDict()
 _lock = Lock()
 
 
-def predicted_prefix(rows: Sequence[tuple[Segment, Prediction | None]]) -> list[Point]:
+def predicted_prefix(rows: Sequence[tuple[Segment, Prediction | None]],
+                     texts: Mapping[uuid.UUID, str] | None = None) -> list[Point]:
     """Points in call order up to the first analyzed segment still waiting for its prediction.
 
     Inference batches may land out of order; evaluating only the unbroken prefix keeps every
     evaluation a prefix of the final one, so episodes (and their window keys) never shift when an
     earlier batch lands late. Segments that are not analyzed (role policy, inference failure)
-    never block the prefix."""
+    never block the prefix. ``texts``: each segment's transcript words (absent: no transcript)."""
+    texts = texts or {}
     points: list[Point] = []
     for seg, pred in rows:
         if pred is None:
@@ -37,14 +40,27 @@ def predicted_prefix(rows: Sequence[tuple[Segment, Prediction | None]]) -> list[
             index=seg.index, role=seg.role, start_s=seg.start_s, end_s=seg.end_s, label=pred.label,
             scores=pred.scores or {}, valence=pred.valence, arousal=pred.arousal,
             confidence=pred.confidence,
-            # No transcripts in the pipeline yet; the day segments carry one, `words` conditions use it.
-            text=getattr(seg, "transcript", None), segment_id=seg.id,
+            text=texts.get(seg.id), segment_id=seg.id,
         ))
     return points
 
 
 def load(session: Session, recording_id: uuid.UUID) -> list[Point]:
-    return predicted_prefix(timeline(session, recording_id))
+    rows = timeline(session, recording_id)
+    return predicted_prefix(rows, segment_texts(session, recording_id, rows))
+
+
+def segment_texts(session: Session, recording_id: uuid.UUID,
+                  rows: Sequence[tuple[Segment, Prediction | None]]) -> dict[uuid.UUID, str]:
+    """The transcript words said inside each segment on its channel, for `words` conditions; empty
+    when the recording has no transcript (then `words` is false everywhere)."""
+    row = session.get(Transcript, recording_id)
+    if row is None:
+        return {}
+    utterances = transcript.from_rows(row.utterances)
+    return {seg.id: " ".join(w.text for w in transcript.words_in(utterances, seg.start_s, seg.end_s,
+                                                                 channel=seg.channel))
+            for seg, _ in rows}
 
 
 def definition_of(version: RuleVersion) -> RuleDefinition:

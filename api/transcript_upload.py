@@ -1,0 +1,44 @@
+"""Reading an uploaded transcript (with the recording or later) into storable rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import HTTPException, UploadFile, status
+
+from api.deps import validation_error
+from api.schemas_quality import TranscriptOut, UtteranceOut, WordOut
+from db.models import Transcript
+from worker.pipeline import transcript
+
+
+def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: float | None, channels: int,
+                    channel_roles: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """Parse an uploaded transcript into storable rows, or raise the 413/422 that says why not.
+
+    A speaker named like a channel's role ("customer") or speaker ("ch1") is placed on that channel,
+    so its words land on that channel's segments."""
+    data = upload.file.read(transcript.MAX_INPUT_BYTES + 1)
+    if len(data) > transcript.MAX_INPUT_BYTES:
+        raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                            detail=f"transcript larger than {transcript.MAX_INPUT_BYTES} bytes")
+    try:
+        fmt, utterances = transcript.parse_with_format(
+            data, filename=upload.filename, content_type=upload.content_type, duration_s=duration_s,
+            channels=channels)
+    except transcript.TranscriptError as exc:
+        raise validation_error(where, exc.reason) from exc
+    by_name = {role: int(ch) for ch, role in channel_roles.items()}
+    by_name.update({f"ch{ch}": ch for ch in range(channels)})
+    placed = [transcript.on_channel(u, by_name.get((u.speaker or "").strip().lower())) for u in utterances]
+    return fmt, transcript.to_rows(placed)
+
+
+def transcript_out(row: Transcript) -> TranscriptOut:
+    return TranscriptOut(
+        recording_id=row.recording_id, source=row.source, format=row.format, created_at=row.created_at,
+        utterances=[UtteranceOut(
+            start_s=u.start_s, end_s=u.end_s, text=u.text, speaker=u.speaker, channel=u.channel,
+            words=[WordOut(start_s=w.start_s, end_s=w.end_s, text=w.text) for w in u.words],
+        ) for u in transcript.from_rows(row.utterances)],
+    )

@@ -1,0 +1,166 @@
+"""What the infer stage hands a model for each segment: the audio slice, the speaker's baselines,
+the transcript words said inside it and, for video recordings, frames sampled inside it.
+
+Split in two halves around the stage's transactions: `load_source` reads a recording's rows inside
+the first transaction; `build_inputs` reads audio and video with no transaction or lock held."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from callpulse.settings import Settings
+from db.models import Recording, Segment, Transcript
+from db.queries import pipeline as q
+from worker.pipeline import audio_store, decode, prosody, transcript
+from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One segment to run, as plain values (no ORM object leaves the transaction)."""
+
+    segment_id: uuid.UUID
+    recording_id: uuid.UUID
+    channel: int
+    start_s: float
+    end_s: float
+    role: str
+    speaker: str
+    acoustics: dict[str, Any]
+
+
+@dataclass
+class Source:
+    """What the infer stage needs of a recording once its first transaction has ended."""
+
+    media_uri: str
+    cache: Path
+    has_video: bool
+    baselines: dict[str, Acoustics]
+    utterances: list[transcript.Utterance]
+    # The audio model's per-speaker references for its version; speakers still lacking one map to
+    # the (channel, start_s, end_s) of up to N of their segments spread over the call.
+    references: dict[str, dict[str, Any]]
+    reference_spans: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
+    new_references: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def audio_version(model: EmotionModel) -> str:
+    """Speaker references belong to the audio model's feature space, not to the text/face heads."""
+    return str(getattr(getattr(model, "audio", model), "version", model.version))
+
+
+def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionModel,
+                speakers: set[str], cache: Path) -> Source:
+    baselines = {speaker: prosody.baseline(items)  # type: ignore[arg-type]
+                 for speaker, items in q.speaker_acoustics(s, rec.id).items()}
+    utterances: list[transcript.Utterance] = []
+    if settings.text_model_enabled:
+        row = s.get(Transcript, rec.id)
+        if row is not None:
+            utterances = transcript.from_rows(row.utterances)
+    references = dict((rec.speaker_references or {}).get(audio_version(model), {}))
+    spans: dict[str, list[tuple[int, float, float]]] = {}
+    if getattr(model, "speaker_reference", None) is not None:
+        for speaker in sorted(speakers - set(references)):
+            spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
+    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, utterances, references, spans)
+
+
+def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int) -> list[
+    tuple[int, float, float]
+]:
+    """Up to `limit` of the speaker's segments evenly spread over the call (the whole call, not its
+    start: a caller who opens angry should not become their own neutral)."""
+    rows = list(s.execute(
+        select(Segment.channel, Segment.start_s, Segment.end_s)
+        .where(Segment.recording_id == recording_id, Segment.speaker == speaker)
+        .order_by(Segment.start_s)
+    ))
+    if len(rows) > limit:
+        picks = np.linspace(0, len(rows) - 1, limit).round().astype(int)
+        rows = [rows[int(i)] for i in sorted(set(picks.tolist()))]
+    return [(int(c), float(a), float(b)) for c, a, b in rows]
+
+
+def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: Settings,
+                 model: EmotionModel, face_frames: bool) -> tuple[list[SegmentInput], list[uuid.UUID]]:
+    audio_by_rec: dict[uuid.UUID, DecodedAudio] = {}
+    inputs, keys = [], []
+    for plan in plans:
+        source = sources[plan.recording_id]
+        if plan.recording_id not in audio_by_rec:
+            audio_by_rec[plan.recording_id] = _decoded(source, settings)
+            _make_references(source, audio_by_rec[plan.recording_id], model)
+        audio = audio_by_rec[plan.recording_id]
+        inputs.append(SegmentInput(
+            key=str(plan.segment_id),
+            audio=audio_store.slice_mono(audio, plan.channel, plan.start_s, plan.end_s),
+            sample_rate=audio.sample_rate,
+            start_s=plan.start_s,
+            end_s=plan.end_s,
+            role=plan.role,
+            baseline=source.baselines.get(plan.speaker),
+            acoustics=cast(Acoustics, plan.acoustics) if plan.acoustics else None,
+            speaker_reference=source.references.get(plan.speaker),
+            words=transcript.words_in(source.utterances, plan.start_s, plan.end_s, channel=plan.channel)
+            if source.utterances else [],
+            frames=_frames(source, plan, settings) if face_frames and source.has_video else [],
+        ))
+        keys.append(plan.segment_id)
+    return inputs, keys
+
+
+def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -> None:
+    make = getattr(model, "speaker_reference", None)
+    if make is None:
+        return
+    for speaker, spans in source.reference_spans.items():
+        clips = [audio_store.slice_mono(audio, channel, a, b) for channel, a, b in spans]
+        if not clips:
+            continue
+        reference = make(clips, audio.sample_rate)
+        if reference is not None:
+            source.references[speaker] = reference
+            source.new_references[speaker] = reference
+
+
+def _frames(source: Source, plan: Plan, settings: Settings) -> list[VideoFrame]:
+    from worker.pipeline import face
+
+    try:
+        return face.sample_frames(Path(source.media_uri), plan.start_s, plan.end_s,
+                                  count=settings.frames_per_segment)
+    except (face.FrameError, OSError) as exc:
+        # Voice (and words) still decide; the reasoning simply has no face evidence.
+        log.warning("no frames for segment %s: %s", plan.segment_id, exc)
+        return []
+
+
+def _decoded(source: Source, settings: Settings) -> DecodedAudio:
+    audio = audio_store.load_decoded(source.cache, settings.sample_rate)
+    if audio is None:
+        # Cache lost (another host, cleaned disk): decode again rather than fail the recording.
+        audio = decode.decode(Path(source.media_uri), settings.sample_rate)
+        audio_store.save_decoded(source.cache, audio)
+    return audio
+
+
+def store_references(rec: Recording, model: EmotionModel, new: dict[str, dict[str, Any]]) -> None:
+    """Merge freshly made speaker references into the recording (inside the final transaction)."""
+    if not new:
+        return
+    version = audio_version(model)
+    refs = dict(rec.speaker_references or {})
+    refs[version] = {**refs.get(version, {}), **new}
+    rec.speaker_references = refs  # a new dict: the JSON column sees the change

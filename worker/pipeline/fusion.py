@@ -1,0 +1,188 @@
+"""Late fusion of voice, words and face into one calibrated answer per segment.
+
+Every modality model returns probabilities calibrated on its own held-out data (temperature
+scaling, docs/MODELS.md). Fusion is weighted log-linear pooling: each available modality votes
+with weight prior × its own confidence, so a flat (unsure) modality cannot drown a sure one, and a
+segment with voice only keeps the voice model's calibrated answer unchanged. The wrapper
+`MultimodalModel` is what workers run: the configured audio backend plus, when the segment has
+them, transcript words (text model) and video frames (face model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from worker.pipeline import reasoning
+from worker.pipeline.contracts import EmotionModel, EmotionResult, Evidence, SegmentInput
+from worker.pipeline.emotion.labels import CANONICAL_LABELS, valence_arousal
+
+log = logging.getLogger(__name__)
+
+# How much each modality's vote counts before its own confidence scales it. Voice is the model
+# trained and tested on most speakers; faces are often half-turned or absent in support videos;
+# text emotion from short call utterances is the weakest on held-out dialogue (docs/MODELS.md).
+MODALITY_PRIOR: dict[str, float] = {"audio": 1.0, "video": 0.8, "text": 0.6}
+_FLOOR = 1e-4  # probabilities are floored before the log so one zero cannot veto a label
+
+
+@dataclass(frozen=True)
+class ModalityAnswer:
+    """One modality's calibrated answer for a segment."""
+
+    modality: str  # audio | text | video
+    model: str
+    version: str
+    scores: dict[str, float]  # canonical label -> probability, sums to 1
+
+    @property
+    def label(self) -> str:
+        return max(self.scores, key=self.scores.__getitem__)
+
+    @property
+    def confidence(self) -> float:
+        return float(self.scores[self.label])
+
+
+def fuse(answers: list[ModalityAnswer]) -> tuple[dict[str, float], dict[str, float]]:
+    """Fused canonical scores and the normalised weight each modality got."""
+    if not answers:
+        raise ValueError("nothing to fuse")
+    raw = {a.modality: MODALITY_PRIOR.get(a.modality, 0.5) * a.confidence for a in answers}
+    total = sum(raw.values()) or 1.0
+    weights = {m: w / total for m, w in raw.items()}
+    logits = np.zeros(len(CANONICAL_LABELS))
+    for a in answers:
+        p = np.array([max(a.scores.get(label, 0.0), _FLOOR) for label in CANONICAL_LABELS])
+        logits += weights[a.modality] * np.log(p)
+    logits -= logits.max()
+    probs = np.exp(logits)
+    probs /= probs.sum()
+    return {label: float(p) for label, p in zip(CANONICAL_LABELS, probs, strict=True)}, weights
+
+
+T = TypeVar("T")
+
+
+class Lazy(Generic[T]):
+    """A component loaded on first use (the text encoder and OpenCV cost seconds and memory that
+    audio-only deployments never need), whose version is known without loading it."""
+
+    def __init__(self, name: str, version: str, loader: Callable[[], T]) -> None:
+        self.name, self.version = name, version
+        self._loader = loader
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                log.info("loading %s %s", self.name, self.version)
+                self._value = self._loader()
+            return self._value
+
+
+def weights_version(json_path: Path) -> str | None:
+    """The `version` recorded beside shipped weights, or None when they are absent."""
+    try:
+        return str(json.loads(json_path.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+class MultimodalModel:
+    """EmotionModel: the audio backend's answer fused with words and faces where a segment has them.
+
+    `version` names every component ("ser-v2+…;text-minilm-v1+…;face-fer-v1+…"), so a new head of
+    any modality makes new prediction rows on rescore and the old ones stay."""
+
+    def __init__(self, audio: EmotionModel, *, text: Lazy[Any] | None = None, face: Lazy[Any] | None = None,
+                 uncertain_below: float = 0.5) -> None:
+        self.audio, self.text, self.face = audio, text, face
+        self.uncertain_below = uncertain_below
+        self.name = audio.name
+        self.version = ";".join([audio.version] + [c.version for c in (text, face) if c is not None])
+
+    def speaker_reference(self, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any] | None:
+        make = getattr(self.audio, "speaker_reference", None)
+        return make(clips, sample_rate) if make is not None else None
+
+    def predict(self, batch: list[SegmentInput]) -> list[EmotionResult]:
+        audio_results = self.audio.predict(batch)
+        texts = self._texts(batch)
+        faces = self._faces(batch)
+        return [self._fused(seg, result, text, face)
+                for seg, result, text, face in zip(batch, audio_results, texts, faces, strict=True)]
+
+    def _texts(self, batch: list[SegmentInput]) -> list[Any]:
+        if self.text is None or not any(seg.words for seg in batch):
+            return [None] * len(batch)
+        return list(self.text.get().predict([list(seg.words) for seg in batch]))
+
+    def _faces(self, batch: list[SegmentInput]) -> list[list[Any]]:
+        if self.face is None or not any(seg.frames for seg in batch):
+            return [[] for _ in batch]
+        model = self.face.get()
+        return [model.analyze(seg.frames) if seg.frames else [] for seg in batch]
+
+    def _fused(self, seg: SegmentInput, audio: EmotionResult, text: Any, faces: list[Any]) -> EmotionResult:
+        answers = [ModalityAnswer("audio", self.audio.name, self.audio.version, audio.scores)]
+        evidence: list[Evidence] = list(audio.evidence)
+        extra: dict[str, dict[str, Any]] = {}
+        if text is not None and self.text is not None:
+            answers.append(ModalityAnswer("text", self.text.name, self.text.version, dict(text.scores)))
+            evidence += reasoning.text_evidence(text, seg.start_s, seg.end_s)
+            extra["text"] = {"text": str(text.text)[:500],
+                             "cues": [{"text": c.text, "start_s": c.start_s, "end_s": c.end_s,
+                                       "weight": round(float(c.weight), 4)} for c in text.cues]}
+        if faces and self.face is not None:
+            answers.append(ModalityAnswer("video", self.face.name, self.face.version, _mean_scores(faces)))
+            evidence += reasoning.face_evidence(faces, seg.start_s, seg.end_s)
+            extra["video"] = {"frames": len(seg.frames), "faces": len(faces)}
+        if len(answers) == 1:
+            scores, weights = dict(audio.scores), {"audio": 1.0}
+        else:
+            scores, weights = fuse(answers)
+        label = max(scores, key=scores.__getitem__)
+        confidence = scores[label]
+        uncertain = confidence < self.uncertain_below
+        modalities = {
+            a.modality: {"model": a.model, "version": a.version, "label": a.label,
+                         "confidence": round(a.confidence, 4), "weight": round(weights[a.modality], 4),
+                         "scores": {k: round(v, 4) for k, v in a.scores.items()}, **extra.get(a.modality, {})}
+            for a in answers
+        }
+        valence, arousal = _affect(scores, audio)
+        return EmotionResult(
+            label=label, raw_label=audio.raw_label if label == audio.label else label, scores=scores,
+            confidence=float(confidence), valence=valence, arousal=arousal, evidence=evidence,
+            reasoning_text=reasoning.summary(seg.role, seg.start_s, seg.end_s, evidence, label, confidence,
+                                             uncertain),
+            uncertain=uncertain, modalities=modalities,
+        )
+
+
+def _mean_scores(faces: list[Any]) -> dict[str, float]:
+    """Per-frame face probabilities averaged over the frames that showed a face."""
+    total = dict.fromkeys(CANONICAL_LABELS, 0.0)
+    for face in faces:
+        for label in CANONICAL_LABELS:
+            total[label] += float(face.scores.get(label, 0.0))
+    norm = sum(total.values()) or 1.0
+    return {k: v / norm for k, v in total.items()}
+
+
+def _affect(scores: dict[str, float], audio: EmotionResult) -> tuple[float | None, float | None]:
+    """Valence/arousal of the fused distribution; the audio model's own when voice alone decided."""
+    if scores == audio.scores:
+        return audio.valence, audio.arousal
+    valence, arousal = valence_arousal(scores)
+    return (valence if math.isfinite(valence) else None), (arousal if math.isfinite(arousal) else None)
