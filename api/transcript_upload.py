@@ -23,11 +23,17 @@ def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: floa
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                             detail=f"transcript larger than {transcript.MAX_INPUT_BYTES} bytes")
     try:
-        fmt, utterances = transcript.parse_with_format(
-            data, filename=upload.filename, content_type=upload.content_type, duration_s=duration_s,
-            channels=channels)
+        return transcript_rows(data, upload.filename, upload.content_type, duration_s, channels,
+                               channel_roles)
     except transcript.TranscriptError as exc:
         raise validation_error(where, exc.reason) from exc
+
+
+def transcript_rows(data: bytes, filename: str | None, content_type: str | None, duration_s: float | None,
+                    channels: int, channel_roles: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """(format, rows to store); TranscriptError when the transcript is unusable."""
+    fmt, utterances = transcript.parse_with_format(
+        data, filename=filename, content_type=content_type, duration_s=duration_s, channels=channels)
     by_name = {role: int(ch) for ch, role in channel_roles.items()}
     by_name.update({f"ch{ch}": ch for ch in range(channels)})
     placed = [transcript.on_channel(u, by_name.get((u.speaker or "").strip().lower())) for u in utterances]

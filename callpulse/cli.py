@@ -50,9 +50,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"callpulse analyze: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     channel_roles = {i: role for i, role in enumerate(_csv(args.roles))} if args.roles else {}
+    transcripts: dict[Path, Path] = {}
+    if args.transcript:
+        if len(args.files) != 1:
+            print("callpulse analyze: --transcript goes with exactly one FILE", file=sys.stderr)
+            return 2
+        transcripts[Path(args.files[0])] = Path(args.transcript)
     failures = 0
     for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
-                                get_settings(), show_progress=not args.quiet):
+                                get_settings(), show_progress=not args.quiet, transcripts=transcripts):
         failures += result.get("status") != "done"
         if args.format == "json":
             sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -222,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyze-roles", default="customer,unknown",
                    help="roles that get emotion inference (default: customer,unknown); others keep their "
                    "segments with the reason they were skipped")
+    p.add_argument("--transcript", metavar="TRANSCRIPT",
+                   help="the call's transcript from your own ASR (JSON or WebVTT, docs/TRANSCRIPTS.md), "
+                   "for a single FILE: its words feed the text model and show in the output")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
     p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")

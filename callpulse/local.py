@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from api.timeline import recording_timeline
+from api.transcript_upload import transcript_rows
 from callpulse.settings import Settings
 from db.migrate import upgrade
 from db.models import Recording, RecordingStatus
+from db.queries.corrections import put_transcript
 from db.queries.tenants import get_or_create_tenant
 from db.session import transaction
 from worker import runtime, stages
 from worker.pipeline import decode
+from worker.pipeline.transcript import TranscriptError
 
 LOCAL_TENANT = "local"
 log = logging.getLogger(__name__)
@@ -51,8 +54,11 @@ def analyze_files(
     analyzed_roles: list[str],
     settings: Settings,
     show_progress: bool = True,
+    transcripts: dict[Path, Path] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Analyze each file in turn and yield its timeline (the API's timeline fields plus `file`)."""
+    """Analyze each file in turn and yield its timeline (the API's timeline fields plus `file`).
+    ``transcripts``: a transcript file (JSON or WebVTT) per media file, where there is one."""
+    transcripts = transcripts or {}
     if settings.resolved_database_url.startswith("sqlite"):
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
@@ -71,17 +77,19 @@ def analyze_files(
     for n, path in enumerate(paths, start=1):
         started = time.perf_counter()
         progress.update(n, path.name, "decoding and segmenting")
+        # --roles describes a channel layout; a file with another layout keeps 'unknown' roles
+        # rather than having, say, a mono mix of both parties labelled with channel 0's role.
+        roles: dict[str, str] = {}
         try:
             info = decode.probe(path)
             decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
-        except decode.MediaError as exc:
+            if len(channel_roles) == info.channels:
+                roles = {str(ch): role for ch, role in channel_roles.items()}
+            words = _transcript(transcripts.get(path), info, roles)
+        except (decode.MediaError, TranscriptError) as exc:
             progress.update(n, path.name, f"failed: {exc.reason}", final=True)
             yield _failed(path, exc.reason)
             continue
-        # --roles describes a channel layout; a file with another layout keeps 'unknown' roles
-        # rather than having, say, a mono mix of both parties labelled with channel 0's role.
-        roles = {str(ch): role for ch, role in channel_roles.items()} if len(channel_roles) == info.channels \
-            else {}
         if channel_roles and not roles:
             progress.warn(f"{path.name} has {info.channels} channel(s) but --roles names "
                           f"{len(channel_roles)}: its speakers get role 'unknown'")
@@ -93,6 +101,8 @@ def analyze_files(
             s.add(rec)
             s.flush()
             rec_id = rec.id
+            if words is not None:
+                put_transcript(s, rec_id, *words)
 
         try:
             followups = stages.ingest(rec_id, settings)
@@ -111,6 +121,18 @@ def analyze_files(
         progress.update(n, path.name, f"{result['status']}: {len(result['segments'])} segments, "
                         f"{elapsed:.1f} s ({speed:.0f}x real time)", final=True)
         yield result
+
+
+def _transcript(path: Path | None, info: decode.MediaInfo, roles: dict[str, str]) -> tuple[
+    str, list[dict[str, Any]]
+] | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TranscriptError(f"cannot read transcript {path}: {exc.strerror}") from exc
+    return transcript_rows(data, path.name, None, info.duration_s or None, info.channels, roles)
 
 
 def _failed(path: Path, reason: str) -> dict[str, Any]:
@@ -153,7 +175,10 @@ def format_table(result: dict[str, Any]) -> str:
         va = ""
         if seg.get("valence") is not None:
             va = f"  valence {seg['valence']:+.2f} arousal {seg['arousal']:.2f}"
-        lines.append(f"  {span}  {role} {seg['label']:<8} {seg['confidence']:.2f}{va}")
+        doubt = "  UNCERTAIN" if seg.get("uncertain") else ""
+        lines.append(f"  {span}  {role} {seg['label']:<8} {seg['confidence']:.2f}{va}{doubt}")
+        if seg.get("words"):
+            lines.append(f"      words: {' '.join(w['text'] for w in seg['words'])}")
         for item in seg.get("reasoning", []):
             cue = f"[{item['modality']}/{item['cue']}]"
             lines.append(f"      {_clock(item['start_s'])}  {cue} {item['text']}")

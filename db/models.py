@@ -123,8 +123,9 @@ class Recording(Base):
     final_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Per-speaker references of the audio model (per-speaker normalisation), keyed by model version
     # then speaker: {"ser-v2+…": {"ch1": {...}}}. Made once per version by the infer stage.
-    speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict,
-                                                               server_default="{}")
+    # Server-side defaults only (here and on prediction's new columns): rows written by code that
+    # predates the column keep working, and tests that build old revisions can insert through Core.
+    speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,
@@ -180,10 +181,10 @@ class Prediction(Base):
     reasoning: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     reasoning_text: Mapped[str] = mapped_column(Text, default="")
     # Fused confidence below settings.uncertain_below: shown as uncertain, never hidden.
-    uncertain: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    uncertain: Mapped[bool] = mapped_column(Boolean, server_default=sa_false())
     # Per-modality answers behind the fused label: {"audio": {model, version, label, confidence,
     # scores, weight}, "text": {...}, "video": {...}}.
-    modalities: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
+    modalities: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     segment: Mapped[Segment] = relationship(back_populates="predictions")

@@ -145,10 +145,11 @@ def test_migration_backfill_equals_the_write_function(scratch_url: str) -> None:
                 if label is None:
                     continue
                 for version, newer_label in enumerate([label, "sad"][: 1 + (index == 1)]):
-                    s.add(Prediction(segment_id=seg_id, model_name="m", model_version=str(version),
-                                     label=newer_label, raw_label=newer_label, scores={},
-                                     valence=None if index == 3 else -0.5 * version, arousal=0.25,
-                                     confidence=0.9, created_at=created + timedelta(minutes=version)))
+                    s.execute(insert(Prediction).values(
+                        id=uuid.uuid4(), segment_id=seg_id, model_name="m", model_version=str(version),
+                        label=newer_label, raw_label=newer_label, scores={},
+                        valence=None if index == 3 else -0.5 * version, arousal=0.25,
+                        confidence=0.9, created_at=created + timedelta(minutes=version)))
     upgrade(scratch_url)  # 0004: creates the rollup and backfills it
     with Session(engine) as s, s.begin():
         backfilled = _rows(s)

@@ -78,3 +78,28 @@ def test_analyze_table_and_help() -> None:
         assert option in helptext
     missing = _cli("analyze", "/no/such/file.wav")
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_analyze_with_a_transcript(tmp_path: Path) -> None:
+    """The customer's words (channel 1 of the example) reach the output and the text model."""
+    vtt = tmp_path / "call.vtt"
+    cues = "".join(f"\n{t // 60:02d}:{t % 60:02d}.000 --> {t // 60:02d}:{t % 60:02d}.900\n"
+                   f"<v customer>I am really upset, this is the third time I call\n" for t in range(0, 34, 3))
+    vtt.write_text("WEBVTT\n" + cues)
+    env = {"CALLPULSE_DATA_DIR": str(tmp_path / "data"), "CALLPULSE_DATABASE_URL": ""}
+    run = _cli("analyze", str(EXAMPLE), "--roles", "agent,customer", "--transcript", str(vtt), "--format",
+               "json", env=env)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    customer = [s for s in result["segments"] if s["role"] == "customer"]
+    assert customer and all(s["words"] and "text" in s["modalities"] for s in customer)
+    assert all(s["reasoning_text"].startswith("Customer, ") for s in customer)
+    # "customer" is channel 1's role: the agent's segments get none of these words.
+    assert all(not s["words"] for s in result["segments"] if s["role"] == "agent")
+
+    late = tmp_path / "late.vtt"
+    late.write_text("WEBVTT\n\n01:00.000 --> 01:30.000\ntoo late\n")
+    bad = _cli("analyze", str(EXAMPLE), "--transcript", str(late), "--format", "json", env=env)
+    assert bad.returncode == 1 and "after the end of the recording" in json.loads(bad.stdout)["error"]
+    two = _cli("analyze", str(EXAMPLE), str(EXAMPLE), "--transcript", str(vtt), env=env)
+    assert two.returncode == 2 and "exactly one FILE" in two.stderr
