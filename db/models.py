@@ -126,6 +126,8 @@ class Recording(Base):
     # Server-side defaults only (here and on prediction's new columns): rows written by code that
     # predates the column keep working, and tests that build old revisions can insert through Core.
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
+    # 0 for the first analysis, +1 per rescore: a rescored call's recording.completed is a new event.
+    analysis_round: Mapped[int] = mapped_column(Integer, server_default="0")
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,

@@ -61,7 +61,8 @@ def test_new_version_adds_predictions_and_keeps_the_old(client, make_tenant, ste
     followups = rescore(rec_id, with_words)
     assert sum(len(b) for b in followups.infer_batches) == 3
     with transaction() as s:
-        assert s.get(Recording, rec_id).status == "analyzing"  # type: ignore[union-attr]
+        reopened = s.get(Recording, rec_id)
+        assert reopened is not None and reopened.status == "analyzing" and reopened.analysis_round == 1
     _run(followups, with_words)
     second = _versions(rec_id)
     assert second[old] == first[old] and len(second[new]) == 3
@@ -100,3 +101,14 @@ def test_rescore_endpoint(client, make_tenant, broker) -> None:
     assert queue.llen("infer") == before + 1
     message = json.loads(queue.lindex("infer", 0) or b"{}")
     assert message["headers"]["task"] == "callpulse.rescore_recording"
+
+
+def test_a_rescored_completion_is_a_new_webhook_message() -> None:
+    from worker.events import message_id
+
+    rec_id = uuid.uuid4()
+    first = message_id("recording.completed", rec_id)
+    # Republishing the same completion (sweep, retry) keeps the id: receivers deduplicate it.
+    assert message_id("recording.completed", rec_id, 0) == first
+    assert len({first, message_id("recording.completed", rec_id, 1),
+                message_id("recording.completed", rec_id, 2)}) == 3

@@ -31,6 +31,9 @@ class RecordingData(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     metadata: dict[str, Any]
+    analysis_round: int = Field(default=0, description=(
+        "0 for the first analysis; +1 for every rescore (POST /v1/recordings/{id}/rescore), each a new "
+        "event with its own webhook-id."))
 
 
 class AlertEvidence(BaseModel):
@@ -98,8 +101,11 @@ def payload_schemas() -> dict[str, Any]:
     return {name: model.model_json_schema() for name, model in PAYLOADS.items()}
 
 
-def message_id(event_type: str, subject_id: uuid.UUID) -> str:
-    return "msg_" + uuid.uuid5(_MESSAGE_NAMESPACE, f"{event_type}:{subject_id}").hex
+def message_id(event_type: str, subject_id: uuid.UUID, occurrence: int = 0) -> str:
+    """Stable per event occurrence (republishing it is deduplicated by the receiver); a rescored
+    recording's completion is occurrence 1, 2, … and so a new message."""
+    suffix = f":{occurrence}" if occurrence else ""
+    return "msg_" + uuid.uuid5(_MESSAGE_NAMESPACE, f"{event_type}:{subject_id}{suffix}").hex
 
 
 def recording_data(rec: Recording) -> RecordingData:
@@ -107,7 +113,7 @@ def recording_data(rec: Recording) -> RecordingData:
         recording_id=rec.id, external_id=rec.external_id,
         status="failed" if rec.status == "failed" else "done", error=rec.error,
         duration_s=rec.duration_s, created_at=rec.created_at, completed_at=rec.completed_at,
-        metadata=rec.meta or {},
+        metadata=rec.meta or {}, analysis_round=rec.analysis_round or 0,
     )
 
 
@@ -125,7 +131,7 @@ def alert_data(alert: Alert, rule: Rule | None, rec: Recording | None) -> AlertD
 
 
 def publish(session: Session, tenant_id: uuid.UUID, event_type: str, subject_id: uuid.UUID,
-            data: RecordingData | AlertData) -> list[uuid.UUID]:
+            data: RecordingData | AlertData, occurrence: int = 0) -> list[uuid.UUID]:
     """One delivery per enabled endpoint subscribed to ``event_type``; ids of the new ones."""
     endpoints = q.subscribed_endpoints(session, tenant_id, event_type)
     if not endpoints:
@@ -133,6 +139,6 @@ def publish(session: Session, tenant_id: uuid.UUID, event_type: str, subject_id:
     envelope = PAYLOADS[event_type].model_validate({"type": event_type, "timestamp": utcnow(), "data": data})
     # Serialised once: these exact bytes are signed and sent on every attempt.
     body = json.dumps(envelope.model_dump(mode="json"), separators=(",", ":"), ensure_ascii=False)
-    msg_id = message_id(event_type, subject_id)
+    msg_id = message_id(event_type, subject_id, occurrence)
     created = [q.add_delivery(session, tenant_id, e.id, event_type, msg_id, body) for e in endpoints]
     return [d for d in created if d is not None]

@@ -48,6 +48,8 @@ def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False) ->
 
 def _reopen(rec: Recording, status: RecordingStatus) -> None:
     q.set_status(rec, status)
-    # Finishing again publishes recording.completed (or .failed) again, through the same outbox.
+    # Finishing again publishes recording.completed (or .failed) again, through the same outbox,
+    # as a new event (its webhook-id includes the round) so receivers that dedupe still see it.
     rec.completed_at = None
     rec.final_event_at = None
+    rec.analysis_round = (rec.analysis_round or 0) + 1

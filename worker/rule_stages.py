@@ -77,7 +77,7 @@ def evaluate_recording(recording_id: uuid.UUID, final: bool) -> list[uuid.UUID]:
         deliveries = fire_alerts(s, rec)
         if final and rec.status == RecordingStatus.done.value:
             deliveries += events.publish(s, rec.tenant_id, "recording.completed", rec.id,
-                                         events.recording_data(rec))
+                                         events.recording_data(rec), rec.analysis_round or 0)
             rec.final_event_at = utcnow()
         return deliveries
 
@@ -87,7 +87,8 @@ def publish_recording_event(recording_id: uuid.UUID, event_type: str) -> list[uu
         rec = s.get(Recording, recording_id)
         if rec is None:
             return []
-        deliveries = events.publish(s, rec.tenant_id, event_type, rec.id, events.recording_data(rec))
+        deliveries = events.publish(s, rec.tenant_id, event_type, rec.id, events.recording_data(rec),
+                                    rec.analysis_round or 0)
         if event_type in ("recording.completed", "recording.failed"):
             rec.final_event_at = utcnow()
         return deliveries

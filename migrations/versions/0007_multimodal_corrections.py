@@ -1,5 +1,5 @@
 """Multimodal evidence and corrections: transcript, segment_label, prediction.uncertain/modalities,
-recording.speaker_references
+recording.speaker_references/analysis_round
 
 Revision ID: 0007
 Revises: 0006
@@ -55,10 +55,12 @@ def upgrade() -> None:
     op.execute("UPDATE prediction SET uncertain = (confidence < 0.5)")
     with op.batch_alter_table('recording', schema=None) as batch_op:
         batch_op.add_column(sa.Column('speaker_references', JSONType, server_default='{}', nullable=False))
+        batch_op.add_column(sa.Column('analysis_round', sa.Integer(), server_default='0', nullable=False))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('recording', schema=None) as batch_op:
+        batch_op.drop_column('analysis_round')
         batch_op.drop_column('speaker_references')
     with op.batch_alter_table('prediction', schema=None) as batch_op:
         batch_op.drop_column('modalities')
