@@ -115,6 +115,7 @@ def build_omni(path: Path, seed: int = 0) -> Path:
         AutoTokenizer,
         Qwen2_5OmniThinkerConfig,
         Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
         WhisperFeatureExtractor,
     )
 
@@ -141,4 +142,9 @@ def build_omni(path: Path, seed: int = 0) -> Path:
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(path)
     WhisperFeatureExtractor(feature_size=128, sampling_rate=16_000).save_pretrained(path)
+    # Real Qwen2.5-Omni checkpoints keep the audio and image preprocessing in one
+    # preprocessor_config.json: merge the Qwen2-VL image processor's settings into it the same way.
+    config_file = path / "preprocessor_config.json"
+    merged = {**Qwen2VLImageProcessor().to_dict(), **json.loads(config_file.read_text())}
+    config_file.write_text(json.dumps(merged, indent=2))
     return path

@@ -158,3 +158,35 @@ def test_loads_the_full_qwen2_5_omni_layout(checkpoint: Path, tmp_path: Path) ->
     segment = speech_segments(1)[0]
     original = load_backend("omni", checkpoint, "cpu", "auto", max_new_tokens=12)
     assert full.predict([segment])[0].reasoning_text == original.predict([segment])[0].reasoning_text
+
+
+def test_video_frames_go_into_the_prompt(model: OmniEmotionModel) -> None:
+    """Audio+video segments: frames become image spans before the audio; audio-only ones stay as they
+    were; a batch may mix both and each row still answers for itself."""
+    from dataclasses import replace
+
+    from worker.pipeline.contracts import VideoFrame
+
+    assert model.uses_frames and model.image_processor is not None
+    plain = speech_segments(2)
+    rng = np.random.default_rng(0)
+    frames = [VideoFrame(plain[0].start_s + 0.2 * k, rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+              for k in range(2)]
+    with_video = replace(plain[0], frames=frames)
+    prompted = model._prompt(with_video)
+    assert prompted.text.count("{IMAGE}") == 2 and "frames from the speaker's video" in prompted.text
+    assert prompted.text.index("{IMAGE}") < prompted.text.index("{AUDIO}")
+    assert "{IMAGE}" not in model._prompt(plain[1]).text
+
+    mixed = model.predict([with_video, plain[1]])
+    for segment, result in zip([with_video, plain[1]], mixed, strict=True):
+        _assert_contract(segment, result)
+    # The audio-only row is unaffected by its video batch-mate (left padding, per-row positions).
+    assert mixed[1].reasoning_text == model.predict([plain[1]])[0].reasoning_text
+    # 320×240 fits in FRAME_MAX_PIXELS; sides round to multiples of 28 px (14 px patches merged 2×2):
+    # 252×308 px → 18×22 patches → 99 tokens.
+    from worker.pipeline.emotion.omni import FRAME_MAX_PIXELS
+
+    grid = model.image_processor(images=[frames[0].image], return_tensors="pt",
+                                 size={"shortest_edge": 56 * 56, "longest_edge": FRAME_MAX_PIXELS})
+    assert int(grid["image_grid_thw"].prod()) // 4 == 99

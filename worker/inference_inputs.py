@@ -60,6 +60,13 @@ def audio_version(model: EmotionModel) -> str:
     return str(getattr(getattr(model, "audio", model), "version", model.version))
 
 
+def wants_frames(model: EmotionModel) -> bool:
+    """Frames are sampled for the face model (when it is on and installed), or for an audio+video
+    backend (omni with an image processor)."""
+    audio = getattr(model, "audio", model)
+    return getattr(model, "face", None) is not None or bool(getattr(audio, "uses_frames", False))
+
+
 def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionModel,
                 speakers: set[str], cache: Path) -> Source:
     baselines = {speaker: prosody.baseline(items)  # type: ignore[arg-type]

@@ -210,7 +210,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
 
     # Audio (and video frames) are read, or decoded again if the cache is gone, with no
     # transaction or lock held.
-    inputs, keys = inference_inputs.build_inputs(plans, sources, settings, model, settings.face_model_enabled)
+    inputs, keys = inference_inputs.build_inputs(plans, sources, settings, model,
+                                                 inference_inputs.wants_frames(model))
     results = _predict_isolating_failures(model, inputs)
 
     rows, failed = [], []

@@ -2,8 +2,9 @@
 built on it, such as HumanOmniV2) from a local checkpoint directory.
 
 The prompt follows R1-Omni: reasoning in `<think>`, one label from a fixed list in `<answer>`.
-Audio only for now: the pipeline carries no video frames to the infer stage yet (DecodedAudio keeps
-only `has_video`), so audio+video segments are analysed on their audio.
+Audio+video segments (video recordings: the infer stage samples frames inside the segment) go in
+as the frames, in time order, followed by the audio; audio-only segments as audio alone. Frames go
+through the checkpoint's Qwen2-VL image processor (in the [gpu] extra, with Pillow).
 
 Audio longer than Whisper's 30 s window is split into consecutive 30 s chunks, each its own audio
 span in the same prompt, so nothing is silently cut. The feature extractor and tokenizer are loaded
@@ -14,7 +15,8 @@ expansion is one formula (`audio_token_count`), mirroring the thinker's audio en
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,8 @@ from worker.pipeline.contracts import EmotionResult, Evidence, SegmentInput
 from worker.pipeline.emotion import hf_common, labels
 from worker.pipeline.emotion.answer_parsing import ParsedAnswer, parse_generation
 from worker.pipeline.emotion.batching import OomGuard
+
+log = logging.getLogger(__name__)
 
 NAME = "omni"
 DEFAULT_MAX_NEW_TOKENS = 128
@@ -43,6 +47,14 @@ MIN_LABEL_MASS = 0.5
 SYSTEM_PROMPT = (
     "You are an expert in recognising human emotion from the voice. You listen carefully to tone, "
     "pitch, loudness, pace and wording before you decide."
+)
+# Frames are resized (aspect kept) to at most this many pixels: 336² px at 14 px patches merged 2×2
+# is 144 tokens a frame, enough for a face, and a few frames stay well under the context.
+FRAME_MAX_PIXELS = 336 * 336
+FRAME_MIN_PIXELS = 56 * 56
+VIDEO_PROMPT = (
+    "These are frames from the speaker's video in time order, then their voice. Take the face and "
+    "the voice together. "
 )
 USER_PROMPT = (
     "This is one speaker's turn from a customer-service call. As an emotion recognition expert, which "
@@ -62,6 +74,7 @@ def audio_token_count(feature_frames: int) -> int:
 class _Prompted:
     text: str
     chunks: list[np.ndarray]
+    frames: list[np.ndarray]
 
 
 class _LabelProbabilityRecorder:
@@ -96,8 +109,15 @@ class OmniEmotionModel:
     def __init__(
         self, model: Any, tokenizer: Any, feature_extractor: Any, version: str,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_batch: int = DEFAULT_MAX_BATCH,
+        image_processor: Any = None,
     ) -> None:
         self.model = model
+        # None: the checkpoint has no image processor config (or Pillow is missing): audio only.
+        self.image_processor = image_processor
+        self.uses_frames = image_processor is not None
+        self.image_token = str(getattr(tokenizer, "image_token", None) or "<|IMAGE|>")
+        self.vision_bos = str(getattr(tokenizer, "vision_bos_token", None) or "<|vision_bos|>")
+        self.vision_eos = str(getattr(tokenizer, "vision_eos_token", None) or "<|vision_eos|>")
         self.tokenizer = tokenizer
         self.tokenizer.padding_side = "left"  # generation continues from the right edge
         self.feature_extractor = feature_extractor
@@ -160,14 +180,16 @@ class OmniEmotionModel:
         window = int(AUDIO_WINDOW_S * self.sample_rate)
         chunks = [wave[i: i + window] for i in range(0, max(len(wave), 1), window)]
         chunks = [c if len(c) >= MIN_SAMPLES else np.pad(c, (0, MIN_SAMPLES - len(c))) for c in chunks]
+        frames = [f.image for f in segment.frames] if self.image_processor is not None else []
         # Placeholders are expanded after feature extraction, when the frame counts are known.
+        vision = "".join(f"{self.vision_bos}{{IMAGE}}{self.vision_eos}" for _ in frames)
         audio = "".join(f"{self.audio_bos}{{AUDIO}}{self.audio_eos}" for _ in chunks)
-        user = USER_PROMPT.format(labels=", ".join(self.labels))
+        user = (VIDEO_PROMPT if frames else "") + USER_PROMPT.format(labels=", ".join(self.labels))
         text = (
             f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-            f"<|im_start|>user\n{audio}{user}<|im_end|>\n<|im_start|>assistant\n"
+            f"<|im_start|>user\n{vision}{audio}{user}<|im_end|>\n<|im_start|>assistant\n"
         )
-        return _Prompted(text=text, chunks=chunks)
+        return _Prompted(text=text, chunks=chunks, frames=frames)
 
     def _generate(self, items: Sequence[_Prompted]) -> list[tuple[str, dict[str, float] | None]]:
         import torch
@@ -178,21 +200,36 @@ class OmniEmotionModel:
             chunks, sampling_rate=self.sample_rate, padding="max_length",
             return_attention_mask=True, return_tensors="pt",
         )
-        frames = features["attention_mask"].sum(-1).tolist()
-        counts = iter(audio_token_count(int(n)) for n in frames)
+        mel_frames = features["attention_mask"].sum(-1).tolist()
+        counts = iter(audio_token_count(int(n)) for n in mel_frames)
+        images = [frame for item in items for frame in item.frames]
+        vision: dict[str, Any] = {}
+        image_counts: Iterator[int] = iter([])
+        if images and self.image_processor is not None:
+            vision = dict(self.image_processor(
+                images=images, return_tensors="pt",
+                size={"shortest_edge": FRAME_MIN_PIXELS, "longest_edge": FRAME_MAX_PIXELS}))
+            merge = int(getattr(self.image_processor, "merge_size", 2)) ** 2
+            image_counts = iter(int(grid.prod()) // merge for grid in vision["image_grid_thw"])
         texts = []
         for item in items:
             text = item.text
+            for _ in item.frames:
+                text = text.replace("{IMAGE}", self.image_token * next(image_counts), 1)
             for _ in item.chunks:
                 text = text.replace("{AUDIO}", self.audio_token * next(counts), 1)
             texts.append(text)
         encoded = self.tokenizer(texts, padding=True, return_tensors="pt", add_special_tokens=False)
         device = self.model.device
+        if vision:
+            vision = {"pixel_values": vision["pixel_values"].to(device=device, dtype=self.model.dtype),
+                      "image_grid_thw": vision["image_grid_thw"].to(device)}
         recorder = _LabelProbabilityRecorder(torch.tensor(self.recorded_token_ids, device=device))
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=encoded["input_ids"].to(device),
                 attention_mask=encoded["attention_mask"].to(device),
+                **vision,
                 input_features=features["input_features"].to(device=device, dtype=self.model.dtype),
                 feature_attention_mask=features["attention_mask"].to(device),
                 max_new_tokens=self.max_new_tokens,
@@ -299,6 +336,19 @@ def load_model(
         path, local_files_only=True, dtype=torch_dtype
     )
     model.to(torch_device).eval()
-    backend = OmniEmotionModel(model, tokenizer, feature_extractor, version, max_new_tokens, max_batch)
+    backend = OmniEmotionModel(model, tokenizer, feature_extractor, version, max_new_tokens, max_batch,
+                               image_processor=_image_processor(transformers, path))
     hf_common.warm_up(backend)
     return backend
+
+
+def _image_processor(transformers: Any, path: Path) -> Any:
+    """The checkpoint's Qwen2-VL image processor, or None (frames are then left out, said once)."""
+    try:
+        import PIL  # noqa: F401  (the image processor resizes through Pillow)
+
+        return transformers.Qwen2VLImageProcessor.from_pretrained(path, local_files_only=True)
+    except (ImportError, OSError, ValueError) as exc:
+        log.warning("omni: no image processor (%s); video segments are analysed on their audio", exc)
+        return None
+
