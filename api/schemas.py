@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from api.schemas_quality import CorrectionOut, WordOut
 from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 from worker.pipeline.contracts import Word
-from worker.pipeline.transcript import Utterance, words_in
+from worker.pipeline.transcript_index import TranscriptIndex
 
 MAX_CHANNELS = 8
 ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
@@ -211,14 +211,13 @@ class Timeline(BaseModel):
 
     @classmethod
     def build(cls, rec: Recording, rows: Sequence[tuple[Segment, Prediction | None]],
-              utterances: Sequence[Utterance] = (), labels: Mapping[uuid.UUID, SegmentLabel] | None = None
+              words: TranscriptIndex | None = None, labels: Mapping[uuid.UUID, SegmentLabel] | None = None
               ) -> Timeline:
         labels = labels or {}
         return cls(recording_id=rec.id, status=RecordingStatus(rec.status), duration_s=rec.duration_s,
                    segments=[TimelineSegment.build(
                        seg, pred,
-                       words_in(utterances, seg.start_s, seg.end_s, channel=seg.channel) if utterances
-                       else (),
+                       words.words(seg.start_s, seg.end_s, seg.channel) if words else (),
                        labels.get(seg.id),
                    ) for seg, pred in rows])
 

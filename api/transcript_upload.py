@@ -35,6 +35,8 @@ def transcript_rows(data: bytes, filename: str | None, content_type: str | None,
     fmt, utterances = transcript.parse_with_format(
         data, filename=filename, content_type=content_type, duration_s=duration_s, channels=channels)
     by_name = {role: int(ch) for ch, role in channel_roles.items()}
+    # Segment speakers are the role, or speaker_N for channel N without one; chN is accepted too.
+    by_name.update({f"speaker_{ch}": ch for ch in range(channels)})
     by_name.update({f"ch{ch}": ch for ch in range(channels)})
     placed = [transcript.on_channel(u, by_name.get((u.speaker or "").strip().lower())) for u in utterances]
     return fmt, transcript.to_rows(placed)

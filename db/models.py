@@ -122,7 +122,7 @@ class Recording(Base):
     # again for final rows still without it, so a message lost after the final commit loses no event.
     final_event_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # Per-speaker references of the audio model (per-speaker normalisation), keyed by model version
-    # then speaker: {"ser-v2+…": {"ch1": {...}}}. Made once per version by the infer stage.
+    # then speaker: {"ser-v2+…": {"customer": {...}}}. Made by the infer stage when missing.
     # Server-side defaults only (here and on prediction's new columns): rows written by code that
     # predates the column keep working, and tests that build old revisions can insert through Core.
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")

@@ -4,12 +4,14 @@ export `callpulse train --tenant` feeds the trainer — against the real Postgre
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from callpulse.cli import _pop_option, export_corrections
-from db.models import SegmentLabel, Tenant
+from db.models import ApiKey, Segment, SegmentLabel, Tenant
+from db.queries.corrections import set_label
 from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
 
@@ -117,3 +119,47 @@ def test_pop_option_takes_the_tenant_out_of_the_trainers_arguments() -> None:
         "acme", ["--out", "w", "--eval-only"])
     assert _pop_option(["--tenant=acme"], "--tenant") == ("acme", [])
     assert _pop_option(["--out", "w"], "--tenant") == (None, ["--out", "w"])
+
+
+def test_policy_skipped_segments_get_no_emotion_label(client, make_tenant) -> None:
+    """An agent's segment skipped by the tenant's policy must not become emotion data about them."""
+    _, key, _, seg_ids = _seeded(make_tenant)
+    with transaction() as s:
+        s.execute(update(Segment).where(Segment.id == seg_ids[0]).values(
+            analyzed=False, skip_reason="role 'agent' is not analyzed under this tenant's policy"))
+        # A segment whose inference failed is still the customer's: it may be labelled.
+        s.execute(update(Segment).where(Segment.id == seg_ids[1]).values(
+            analyzed=False, skip_reason="inference failed", infer_attempts=1))
+    refused = client.put(f"/v1/segments/{seg_ids[0]}/label", headers=auth(key), json={"label": "angry"})
+    assert refused.status_code == 409 and "not analyzed under this tenant's policy" in refused.text
+    assert client.put(f"/v1/segments/{seg_ids[1]}/label", headers=auth(key),
+                      json={"label": "angry"}).status_code == 200
+
+
+def test_concurrent_labels_of_one_segment_both_succeed(make_tenant) -> None:
+    """Two supervisors correcting the same segment at once: no IntegrityError, one label stays."""
+    tenant_id, _, _, seg_ids = _seeded(make_tenant)
+    with transaction() as s:
+        key_id = s.scalars(select(ApiKey.id).where(ApiKey.tenant_id == tenant_id)).one()
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def correct(label: str) -> None:
+        try:
+            with transaction() as s:
+                seg, key = s.get(Segment, seg_ids[0]), s.get(ApiKey, key_id)
+                assert seg is not None and key is not None
+                barrier.wait(timeout=10)
+                set_label(s, seg, tenant_id, label, None, key)
+        except BaseException as exc:  # collected: a thread's exception would be lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=correct, args=(label,)) for label in ("sad", "angry")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert errors == []
+    with transaction() as s:
+        rows = list(s.scalars(select(SegmentLabel).where(SegmentLabel.segment_id == seg_ids[0])))
+    assert len(rows) == 1 and rows[0].label in ("sad", "angry")

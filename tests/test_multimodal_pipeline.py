@@ -122,17 +122,19 @@ def test_video_frames_become_face_evidence(client, make_tenant, worker, video_ca
      .encode(), "after the end of the recording"),
     ("latin1.vtt", "WEBVTT\n\n00:01.000 --> 00:02.000\nJ'ai été très déçu\n".encode("latin-1"), "UTF-8"),
     ("backwards.vtt", b"WEBVTT\n\n00:05.000 --> 00:02.000\nno\n", "ends before it starts"),
-    ("junk.bin", b"\x89PNG\r\n\x1a\n not a transcript", ""),
+    ("junk.bin", b"\x89PNG\r\n\x1a\n not a transcript", "not valid UTF-8"),
+    ("words.txt", b"hello, this is just text", "not a transcript"),
 ])
-def test_bad_transcripts_get_422_and_nothing_is_kept(client, make_tenant, stereo_call, name, body,
+def test_bad_transcripts_get_422_and_nothing_is_kept(client, make_tenant, stereo_call, media_dir, name, body,
                                                      reason) -> None:
-    _, key = make_tenant(["customer"])
+    tenant_id, key = make_tenant(["customer"])
     resp = _upload(client, key, stereo_call, (name, body, "application/octet-stream"), "audio/wav")
     assert resp.status_code == 422, resp.text
     detail = resp.json()["detail"]
     assert detail[0]["loc"][-1] == "transcript" and reason in detail[0]["msg"]
-    # Nothing of the upload stays behind: no recording row.
+    # Nothing of the upload stays behind: no recording row, no media file.
     assert client.get("/v1/recordings", headers=auth(key)).json()["items"] == []
+    assert not [p for p in (media_dir / str(tenant_id)).rglob("*") if p.is_file()]
 
 
 def test_put_transcript_later_and_webvtt(client, make_tenant) -> None:

@@ -7,13 +7,13 @@ import json
 import uuid
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from callpulse.settings import Settings, get_settings
-from db.models import Prediction, Recording, Segment
+from db.models import Prediction, Recording, Segment, WebhookDelivery, utcnow
 from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
-from worker import runtime, stages
+from worker import rule_stages, runtime, stages
 from worker.rescore import rescore
 
 
@@ -56,10 +56,15 @@ def test_new_version_adds_predictions_and_keeps_the_old(client, make_tenant, ste
     _run(stages.Followups(ingest=[rec_id]), voice_only)
     first = _versions(rec_id)
     assert set(first) == {old} and len(first[old]) == 3  # the three customer segments
+    # Not before its completion event is out (a rescore now would lose it).
+    assert rescore(rec_id, with_words).infer_batches == []
+    rule_stages.evaluate_recording(rec_id, final=True)  # what the rules queue does at completion
 
     # A worker running the newer model rescoring the call: new rows for the new version only.
-    followups = rescore(rec_id, with_words)
+    followups = rescore(rec_id, with_words, expected_round=0)
     assert sum(len(b) for b in followups.infer_batches) == 3
+    # The same request delivered twice: the round moved on, the duplicate does nothing.
+    assert rescore(rec_id, with_words, force=True, expected_round=0).infer_batches == []
     with transaction() as s:
         reopened = s.get(Recording, rec_id)
         assert reopened is not None and reopened.status == "analyzing" and reopened.analysis_round == 1
@@ -69,6 +74,7 @@ def test_new_version_adds_predictions_and_keeps_the_old(client, make_tenant, ste
     timeline = client.get(f"/v1/recordings/{rec_id}/timeline", headers=auth(key)).json()
     assert timeline["status"] == "done"
     assert {s["model"]["version"] for s in timeline["segments"] if s["label"]} == {new}
+    rule_stages.evaluate_recording(rec_id, final=True)
 
     # Nothing is missing for this version: a plain rescore has nothing to do and changes nothing.
     assert rescore(rec_id, with_words).infer_batches == []
@@ -88,6 +94,10 @@ def test_rescore_endpoint(client, make_tenant, broker) -> None:
 
     busy = client.post(f"/v1/recordings/{running}/rescore", headers=auth(key))
     assert busy.status_code == 409 and "still being analyzed" in busy.text
+    unpublished = client.post(f"/v1/recordings/{done}/rescore", headers=auth(key))
+    assert unpublished.status_code == 409 and "still being published" in unpublished.text
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == done).values(final_event_at=utcnow()))
     assert client.post(f"/v1/recordings/{done}/rescore", headers=auth(other_key)).status_code == 404
     assert client.post(f"/v1/recordings/{done}/rescore", headers=auth(key),
                        json={"force": "sometimes"}).status_code == 422
@@ -101,6 +111,7 @@ def test_rescore_endpoint(client, make_tenant, broker) -> None:
     assert queue.llen("infer") == before + 1
     message = json.loads(queue.lindex("infer", 0) or b"{}")
     assert message["headers"]["task"] == "callpulse.rescore_recording"
+    assert message["headers"]["argsrepr"] == repr([str(done), True, 0])  # the round it saw
 
 
 def test_a_rescored_completion_is_a_new_webhook_message() -> None:
@@ -112,3 +123,39 @@ def test_a_rescored_completion_is_a_new_webhook_message() -> None:
     assert message_id("recording.completed", rec_id, 0) == first
     assert len({first, message_id("recording.completed", rec_id, 1),
                 message_id("recording.completed", rec_id, 2)}) == 3
+
+
+def test_rescore_retries_failed_segments_and_publishes_a_new_completion(client, make_tenant, stereo_call,
+                                                                        broker) -> None:
+    _, key = make_tenant(["customer"])
+    hook = client.post("/v1/webhooks", headers=auth(key),
+                       json={"url": "http://127.0.0.1:9/hook", "events": ["recording.completed"]})
+    assert hook.status_code == 201, hook.text
+    rec_id = _upload(client, key, stereo_call)
+    settings = get_settings().model_copy(update={"text_model_enabled": False, "face_model_enabled": False})
+    _run(stages.Followups(ingest=[rec_id]), settings)
+    rule_stages.evaluate_recording(rec_id, final=True)
+    with transaction() as s:
+        # One customer segment broke the model twice; one agent segment is skipped by policy.
+        broken = s.scalars(select(Segment).where(Segment.recording_id == rec_id, Segment.role == "customer")
+                           .order_by(Segment.index)).first()
+        assert broken is not None
+        s.execute(Prediction.__table__.delete().where(Prediction.segment_id == broken.id))
+        broken.analyzed, broken.skip_reason, broken.infer_attempts = False, "inference failed: boom", 2
+        policy = s.scalars(select(Segment).where(Segment.recording_id == rec_id,
+                                                 Segment.role == "agent")).first()
+        assert policy is not None and not policy.analyzed and policy.infer_attempts == 0
+        broken_id, policy_id = broken.id, policy.id
+
+    followups = rescore(rec_id, settings, expected_round=0)
+    assert [i for batch in followups.infer_batches for i in batch] == [broken_id]
+    _run(followups, settings)
+    with transaction() as s:
+        assert s.get(Segment, broken_id).analyzed is True  # type: ignore[union-attr]
+        assert s.get(Segment, policy_id).analyzed is False  # type: ignore[union-attr]
+    rule_stages.evaluate_recording(rec_id, final=True)
+    from worker.events import message_id
+
+    with transaction() as s:
+        ids = set(s.scalars(select(WebhookDelivery.message_id)))
+    assert {message_id("recording.completed", rec_id, 0), message_id("recording.completed", rec_id, 1)} <= ids

@@ -21,6 +21,7 @@ from db.models import Recording, Segment, Transcript
 from db.queries import pipeline as q
 from worker.pipeline import audio_store, decode, prosody, transcript
 from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
+from worker.pipeline.transcript_index import TranscriptIndex
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class Source:
     cache: Path
     has_video: bool
     baselines: dict[str, Acoustics]
-    utterances: list[transcript.Utterance]
+    transcript: TranscriptIndex | None
     # The audio model's per-speaker references for its version; speakers still lacking one map to
     # the (channel, start_s, end_s) of up to N of their segments spread over the call.
     references: dict[str, dict[str, Any]]
@@ -71,17 +72,17 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
                 speakers: set[str], cache: Path) -> Source:
     baselines = {speaker: prosody.baseline(items)  # type: ignore[arg-type]
                  for speaker, items in q.speaker_acoustics(s, rec.id).items()}
-    utterances: list[transcript.Utterance] = []
+    words: TranscriptIndex | None = None
     if settings.text_model_enabled:
         row = s.get(Transcript, rec.id)
         if row is not None:
-            utterances = transcript.from_rows(row.utterances)
+            words = TranscriptIndex(transcript.from_rows(row.utterances))
     references = dict((rec.speaker_references or {}).get(audio_version(model), {}))
     spans: dict[str, list[tuple[int, float, float]]] = {}
     if getattr(model, "speaker_reference", None) is not None:
         for speaker in sorted(speakers - set(references)):
             spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
-    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, utterances, references, spans)
+    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans)
 
 
 def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int) -> list[
@@ -120,8 +121,8 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             baseline=source.baselines.get(plan.speaker),
             acoustics=cast(Acoustics, plan.acoustics) if plan.acoustics else None,
             speaker_reference=source.references.get(plan.speaker),
-            words=transcript.words_in(source.utterances, plan.start_s, plan.end_s, channel=plan.channel)
-            if source.utterances else [],
+            words=(source.transcript.words(plan.start_s, plan.end_s, plan.channel)
+                   if source.transcript else []),
             frames=_frames(source, plan, settings) if face_frames and source.has_video else [],
         ))
         keys.append(plan.segment_id)

@@ -5,6 +5,7 @@ Older versions' predictions are never touched; the timeline shows the newest."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy import delete, select, update
@@ -16,16 +17,24 @@ from db.session import transaction
 from worker import runtime
 from worker.stages import Followups, batches
 
+log = logging.getLogger(__name__)
 
-def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False) -> Followups:
+
+def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False,
+            expected_round: int | None = None) -> Followups:
+    """``expected_round``: the recording's analysis_round when the rescore was asked for; a
+    redelivered or doubled request finds the round moved on and does nothing."""
     model = runtime.emotion_model(settings)
     with transaction() as s:
         rec = q.lock_recording(s, recording_id)
         if rec is None:
             return Followups()
-        status = RecordingStatus(rec.status)
-        if not status.is_final:
-            # Still being analyzed: that run finishes with the current version anyway.
+        if expected_round is not None and (rec.analysis_round or 0) != expected_round:
+            log.info("rescore of %s already done (round %s)", rec.id, rec.analysis_round)
+            return Followups()
+        if not RecordingStatus(rec.status).is_final or rec.final_event_at is None:
+            # Still being analyzed (that run finishes with the current version anyway), or its
+            # completion event not yet published: reopening now would lose that event.
             return Followups()
         if not q.has_segments(s, rec.id):
             # It failed before segmentation (decoding): rescoring means trying the whole pipeline again.
@@ -37,7 +46,12 @@ def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False) ->
             s.execute(delete(Prediction).where(
                 Prediction.segment_id.in_(segment_ids), Prediction.model_name == model.name,
                 Prediction.model_version == model.version))
-        # A fresh run gets fresh attempt budgets (a model update may fix what crashed the old one).
+        # A fresh run gets fresh attempt budgets, and segments whose inference failed are tried
+        # again (a model update may fix what crashed the old one). Policy skips (never attempted,
+        # infer_attempts 0) stay skipped.
+        s.execute(update(Segment).where(Segment.recording_id == rec.id, Segment.analyzed.is_(False),
+                                        Segment.infer_attempts > 0)
+                  .values(analyzed=True, skip_reason=None))
         s.execute(update(Segment).where(Segment.recording_id == rec.id).values(infer_attempts=0))
         pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
         if not pending:

@@ -241,7 +241,9 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                 caches.append(_complete(s, rec, settings, followups))
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
-                if rows:
+                # Mid-call alerts on the first analysis only: while a rescore runs, the newest
+                # predictions mix two model versions; its rules run once, at completion.
+                if rows and not rec.analysis_round:
                     followups.evaluate_rules.append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)

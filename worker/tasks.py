@@ -73,12 +73,13 @@ def infer_segments(self: Task, segment_ids: list[str]) -> None:
 
 
 @app.task(bind=True, name="callpulse.rescore_recording")
-def rescore_recording(self: Task, recording_id: str, force: bool = False) -> None:
+def rescore_recording(self: Task, recording_id: str, force: bool = False,
+                      expected_round: int | None = None) -> None:
     from worker.rescore import rescore
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = rescore(rec_id, get_settings(), force)
+        followups = rescore(rec_id, get_settings(), force, expected_round)
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         _give_up_or_retry(self, exc, lambda: [], "rescoring")

@@ -266,9 +266,12 @@ def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail=f"recording is still being analyzed (status {rec.status}); it will finish "
                                    "with the current model version")
+    if rec.final_event_at is None:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail="the recording's completion is still being published; try again shortly")
     force = body.force if body is not None else False
     try:
-        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force])
+        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0])
     except Exception as exc:
         # Nothing changed yet and no sweep would pick a finished recording up: say so now.
         log.warning("could not enqueue rescoring of %s", rec.id, exc_info=True)

@@ -15,6 +15,8 @@ from api.schemas import ErrorOut, EvidenceItem, ModelRef, TimelineSegment
 from api.schemas_quality import CorrectionIn, CorrectionOut
 from db.models import Prediction, Segment
 from db.queries import corrections as queries
+from worker.pipeline import transcript
+from worker.pipeline.transcript_index import TranscriptIndex
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 
@@ -23,6 +25,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
     404: {"model": ErrorOut, "description": "No such segment for this tenant"},
 }
+LABEL_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS, 409: {"model": ErrorOut, "description": "The segment's role is not analyzed (tenant policy)"}}
 
 
 class PredictionOut(BaseModel):
@@ -67,16 +71,23 @@ def _segment(session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID) -> S
 def get_segment(session: SessionDep, tenant: TenantDep, segment_id: uuid.UUID) -> SegmentDetail:
     seg = _segment(session, tenant.id, segment_id)
     history = queries.predictions_of(session, seg.id)
-    base = TimelineSegment.build(seg, history[0] if history else None, correction=seg.correction)
+    transcript_row = queries.get_transcript(session, seg.recording_id)
+    words = (TranscriptIndex(transcript.from_rows(transcript_row.utterances)).words(
+        seg.start_s, seg.end_s, seg.channel) if transcript_row is not None else [])
+    base = TimelineSegment.build(seg, history[0] if history else None, words, seg.correction)
     return SegmentDetail(**base.model_dump(), recording_id=seg.recording_id,
                          predictions=[PredictionOut.build(p) for p in history])
 
 
-@router.put("/{segment_id}/label", response_model=CorrectionOut, responses=ERRORS,
+@router.put("/{segment_id}/label", response_model=CorrectionOut, responses=LABEL_ERRORS,
             summary="Record the true label of a segment (kept beside the model's predictions)")
 def put_label(session: SessionDep, key: ApiKeyDep, segment_id: uuid.UUID,
               body: CorrectionIn) -> CorrectionOut:
     seg = _segment(session, key.tenant_id, segment_id)
+    if queries.policy_skipped(seg):
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=(
+            f"segment is not analyzed under this tenant's policy ({seg.skip_reason}); no emotion label "
+            "is recorded for it"))
     row = queries.set_label(session, seg, key.tenant_id, body.label, body.note, key)
     session.commit()
     return CorrectionOut.build(row)

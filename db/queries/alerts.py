@@ -7,18 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, select, tuple_
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from db.models import Alert, Recording, Rule
-
-
-def insert_ignore(session: Session, model: type, keys: list[str]) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING in the bound database's dialect (both speak it)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
-    return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
+from db.queries.upsert import insert_ignore
 
 
 def insert_alert(session: Session, values: dict[str, Any]) -> uuid.UUID | None:

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import ApiKey, Prediction, Recording, Segment, SegmentLabel, Transcript, utcnow
+from db.queries.upsert import upsert
 
 
 def get_transcript(session: Session, recording_id: uuid.UUID) -> Transcript | None:
@@ -20,14 +21,12 @@ def get_transcript(session: Session, recording_id: uuid.UUID) -> Transcript | No
 
 def put_transcript(session: Session, recording_id: uuid.UUID, fmt: str, rows: list[dict[str, Any]],
                    source: str = "client") -> Transcript:
-    """Store (or replace) the recording's transcript."""
-    row = session.get(Transcript, recording_id)
-    if row is None:
-        row = Transcript(recording_id=recording_id, source=source, format=fmt, utterances=rows)
-        session.add(row)
-    else:
-        row.source, row.format, row.utterances, row.created_at = source, fmt, rows, utcnow()
-    return row
+    """Store (or replace) the recording's transcript; two concurrent PUTs both succeed, the later
+    one's transcript stays."""
+    values = {"recording_id": recording_id, "source": source, "format": fmt, "utterances": rows,
+              "created_at": utcnow()}
+    return upsert(session, Transcript, ["recording_id"], values,
+                  ["source", "format", "utterances", "created_at"])
 
 
 def tenant_segment(session: Session, tenant_id: uuid.UUID, segment_id: uuid.UUID) -> Segment | None:
@@ -50,16 +49,21 @@ def set_label(session: Session, segment: Segment, tenant_id: uuid.UUID, label: s
               key: ApiKey) -> SegmentLabel:
     """Record (or replace) the supervisor's label; the model's current answer is kept beside it."""
     newest = next(iter(predictions_of(session, segment.id)), None)
-    who = f"{key.name or 'api key'} ({key.prefix}…)"
-    row = session.get(SegmentLabel, segment.id)
-    if row is None:
-        row = SegmentLabel(segment_id=segment.id, tenant_id=tenant_id, label=label)
-        session.add(row)
-    row.label, row.note, row.labeled_by, row.api_key_id = label, note, who, key.id
-    row.model_label = newest.label if newest is not None else None
-    row.model_version = newest.model_version if newest is not None else None
-    row.updated_at = utcnow()
-    return row
+    now = utcnow()
+    values = {"segment_id": segment.id, "tenant_id": tenant_id, "label": label, "note": note,
+              "labeled_by": f"{key.name or 'api key'} ({key.prefix}…)", "api_key_id": key.id,
+              "model_label": newest.label if newest is not None else None,
+              "model_version": newest.model_version if newest is not None else None,
+              "created_at": now, "updated_at": now}
+    # created_at stays the first correction's; everything else is the newest one's.
+    return upsert(session, SegmentLabel, ["segment_id"], values,
+                  [k for k in values if k not in ("segment_id", "tenant_id", "created_at")])
+
+
+def policy_skipped(segment: Segment) -> bool:
+    """Not analyzed because of the tenant's role policy (never attempted), as opposed to a segment
+    whose inference failed: no emotion data may be made about it, corrections included."""
+    return not segment.analyzed and not segment.infer_attempts
 
 
 def delete_label(session: Session, segment_id: uuid.UUID) -> bool:
@@ -95,9 +99,11 @@ def tenant_corrections(session: Session, tenant_id: uuid.UUID) -> list[Correctio
                Segment.speaker, SegmentLabel.label)
         .join(Segment, Segment.id == SegmentLabel.segment_id)
         .join(Recording, Recording.id == Segment.recording_id)
-        .where(SegmentLabel.tenant_id == tenant_id)
+        .where(SegmentLabel.tenant_id == tenant_id,
+               # Labels stored before a policy change never train on a role the policy now excludes.
+               (Segment.analyzed.is_(True)) | (Segment.infer_attempts > 0))
         .order_by(Recording.id, Segment.start_s)
     )
-    # Speakers are per call ("ch1" in two calls are two people): qualify them by recording.
+    # Speakers are per call ("customer" in two calls is two people): qualify them by recording.
     return [CorrectionExample(media, int(channel), float(a), float(b), label, f"{rec_id}:{speaker}")
             for rec_id, media, channel, a, b, speaker, label in rows]

@@ -8,10 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, Select, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from db.models import Prediction, Recording, RecordingStatus, Segment, Tenant, utcnow
+from db.queries.upsert import insert_ignore
 
 
 def lock_recording(session: Session, recording_id: uuid.UUID) -> Recording | None:
@@ -46,25 +46,18 @@ INSERT_CHUNK_ROWS = 1000
 
 def insert_segments(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Idempotent on (recording_id, index): a re-run inserts nothing twice."""
-    _insert_chunked(session, _insert_ignore(session, Segment, ["recording_id", "index"]), rows)
+    _insert_chunked(session, insert_ignore(session, Segment, ["recording_id", "index"]), rows)
 
 
 def insert_predictions(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """Idempotent on (segment_id, model_name, model_version)."""
-    stmt = _insert_ignore(session, Prediction, ["segment_id", "model_name", "model_version"])
+    stmt = insert_ignore(session, Prediction, ["segment_id", "model_name", "model_version"])
     _insert_chunked(session, stmt, rows)
 
 
 def _insert_chunked(session: Session, stmt: Insert, rows: Sequence[dict[str, Any]]) -> None:
     for i in range(0, len(rows), INSERT_CHUNK_ROWS):
         session.execute(stmt.values(list(rows[i: i + INSERT_CHUNK_ROWS])))
-
-
-def _insert_ignore(session: Session, model: type, keys: list[str]) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING in the bound database's dialect (both speak it)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
-    return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
 
 
 def _pending_filter(stmt: Select[Any], model_name: str, model_version: str) -> Select[Any]:

@@ -9,7 +9,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow
-from db.queries.alerts import insert_ignore
+from db.queries.upsert import insert_ignore
 
 
 def create_endpoint(session: Session, tenant_id: uuid.UUID, url: str, events: list[str], description: str,

@@ -362,7 +362,7 @@ def _validate(raws: list[_Raw], duration_s: float | None, channels: int | None) 
     return [Utterance(r.start, r.end, r.text, r.speaker, r.channel, r.words) for r in raws]
 
 
-def _spread(u: Utterance) -> list[Word]:
+def spread_words(u: Utterance) -> list[Word]:
     step = (u.end_s - u.start_s) / max(len(tokens := u.text.split()), 1)
     return [Word(u.start_s + i * step, u.start_s + (i + 1) * step, tok) for i, tok in enumerate(tokens)]
 
@@ -377,7 +377,8 @@ def words_in(utterances: Iterable[Utterance], start_s: float, end_s: float, *, c
         if (channel is not None and u.channel not in (None, channel)) or speaker not in (None, u.speaker):
             continue
         if u.end_s + TOLERANCE_S >= start_s and u.start_s - TOLERANCE_S <= end_s:
-            out.extend(w for w in (u.words or _spread(u)) if start_s <= (w.start_s + w.end_s) / 2 <= end_s)
+            out.extend(w for w in (u.words or spread_words(u))
+                       if start_s <= (w.start_s + w.end_s) / 2 <= end_s)
     return sorted(out, key=lambda w: (w.start_s, w.end_s))
 
 

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from db.models import Prediction, RuleVersion, Segment, Transcript
 from db.queries.recordings import timeline
 from worker.pipeline import transcript
+from worker.pipeline.transcript_index import TranscriptIndex
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition
 
@@ -57,9 +58,8 @@ def segment_texts(session: Session, recording_id: uuid.UUID,
     row = session.get(Transcript, recording_id)
     if row is None:
         return {}
-    utterances = transcript.from_rows(row.utterances)
-    return {seg.id: " ".join(w.text for w in transcript.words_in(utterances, seg.start_s, seg.end_s,
-                                                                 channel=seg.channel))
+    words = TranscriptIndex(transcript.from_rows(row.utterances))
+    return {seg.id: " ".join(w.text for w in words.words(seg.start_s, seg.end_s, seg.channel))
             for seg, _ in rows}
 
 
