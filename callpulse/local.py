@@ -177,6 +177,8 @@ def format_table(result: dict[str, Any]) -> str:
             va = f"  valence {seg['valence']:+.2f} arousal {seg['arousal']:.2f}"
         doubt = "  UNCERTAIN" if seg.get("uncertain") else ""
         lines.append(f"  {span}  {role} {seg['label']:<8} {seg['confidence']:.2f}{va}{doubt}")
+        if seg.get("reasoning_text"):
+            lines.append(f"      {seg['reasoning_text'].splitlines()[0]}")
         if seg.get("words"):
             lines.append(f"      words: {' '.join(w['text'] for w in seg['words'])}")
         for item in seg.get("reasoning", []):

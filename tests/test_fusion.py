@@ -60,7 +60,7 @@ def _evidence() -> list[Evidence]:
 def test_summary_reads_like_the_issue_with_every_claim_timed() -> None:
     text = reasoning.summary("customer", 134.2, 139.8, _evidence(), "angry", 0.71, False)
     assert text == ("Customer, 02:14.2–02:19.8: voice 35% higher at 02:15.2, 4.1 dB louder at 02:16.0, "
-                    "fast speech (+30%) than their own baseline; words 'third time I call' at 02:16.4; "
+                    "speech 30% faster than their own baseline; words 'third time I call' at 02:16.4; "
                     "→ angry 0.71 (frustration-like), uncertain: no")
     calm = reasoning.summary("unknown", 0.0, 4.0, [], "neutral", 0.42, True)
     assert calm == ("Speaker, 00:00.0–00:04.0: no cue stands out from their own baseline; → neutral 0.42, "

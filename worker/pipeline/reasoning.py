@@ -207,6 +207,7 @@ def reasoning_text(
 
 # --- Words, faces and the supervisor's summary (multimodal fusion, worker/pipeline/fusion.py) ---
 
+_PUNCTUATION = ",.;:!?\"'()"
 # How a contact-center reader would call each label; neutral needs no gloss.
 GLOSS = {"angry": "frustration-like", "sad": "disappointment-like", "fear": "anxiety-like",
          "disgust": "annoyance-like", "happy": "satisfaction-like", "surprise": "surprise"}
@@ -244,8 +245,8 @@ def face_evidence(observations: list[Any], start_s: float, end_s: float, limit: 
 
 
 def _voice_phrase(evidence: list[Evidence]) -> str | None:
-    """'voice 35% higher at 02:15.3, 4.1 dB louder than their own baseline, fast speech' from the
-    prosody items; None when nothing stands out."""
+    """'voice 35% higher at 02:15.3, 4.1 dB louder at 02:16.0, speech 30% faster than their own
+    baseline' from the prosody items; None when nothing stands out."""
     parts: list[str] = []
     own = False
     for item in evidence:
@@ -259,7 +260,7 @@ def _voice_phrase(evidence: list[Evidence]) -> str | None:
         elif cue == "loudness" and abs(value) >= SALIENCE_UNIT["loudness"] / 2:
             parts.append(f"{abs(value):.1f} dB {'louder' if value > 0 else 'quieter'} at {at}")
         elif cue == "speech_rate" and abs(value) >= SALIENCE_UNIT["speech_rate"] / 2:
-            parts.append(f"{'fast' if value > 0 else 'slow'} speech ({value:+.0f}%)")
+            parts.append(f"speech {abs(value):.0f}% {'faster' if value > 0 else 'slower'}")
         else:
             continue
         own = own or has_base
@@ -271,8 +272,9 @@ def _voice_phrase(evidence: list[Evidence]) -> str | None:
 def summary(role: str, start_s: float, end_s: float, evidence: list[Evidence], label: str, confidence: float,
             uncertain: bool) -> str:
     """The segment's reasoning as a supervisor reads it, every claim tied to a time:
-    "Customer, 02:14.2–02:19.8: voice 35% higher at 02:15.3, 4.1 dB louder at 02:16.0 than their
-    own baseline; words 'third time I call' at 02:16.4; → angry 0.71 (frustration-like), uncertain: no"."""
+    "Customer, 02:14.2–02:19.8: voice 35% higher at 02:15.3, 4.1 dB louder at 02:16.0, speech 30%
+    faster than their own baseline; words 'third time I call' at 02:16.4; → angry 0.71
+    (frustration-like), uncertain: no"."""
     span = Span(float(start_s), float(max(end_s, start_s)))
     who = role.capitalize() if role and role != "unknown" else "Speaker"
     claims = []
@@ -281,7 +283,8 @@ def summary(role: str, start_s: float, end_s: float, evidence: list[Evidence], l
         claims.append(voice)
     words = [e for e in evidence if e["cue"] == "words"][:2]
     if words:
-        quoted = ", ".join(f"'{e.get('words', '')}' at {format_time(e['start_s'])}" for e in words)
+        quoted = ", ".join(f"'{str(e.get('words', '')).strip(_PUNCTUATION)}' at {format_time(e['start_s'])}"
+                           for e in sorted(words, key=lambda e: e["start_s"]))
         claims.append(f"words {quoted}")
     faces = [e for e in evidence if e["cue"] == "face"][:1]
     for face in faces:
