@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     face_model_enabled: bool = True
     frames_per_segment: int = Field(default=3, ge=1, le=16)
     # Per-speaker normalisation: the audio model summarises up to this many of the speaker's
-    # segments, spread over the call, as that speaker's reference.
+    # segments, spread over the call, as that speaker's reference. Off: the voice model's head for
+    # raw features decides. A caller who holds one emotion through the whole call makes a reference
+    # that carries it, and normalising against it hides it (docs/MODELS.md, independent evaluation).
+    speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;

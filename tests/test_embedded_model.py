@@ -126,12 +126,15 @@ def test_prosody_baseline_ignores_unvoiced_and_silent_segments() -> None:
 
 def test_registry_and_version(model) -> None:
     assert model.name == "embedded"
-    assert re.fullmatch(r"ser-v1\+[0-9a-f]{8}", model.version)
+    assert re.fullmatch(r"ser-v2\+[0-9a-f]{8}", model.version)
     again = load_backend("embedded", REPO / "worker" / "weights", "cpu", "float32")
     assert again.version == model.version
     metadata = json.loads((REPO / "worker" / "weights" / ser_classifier.METADATA_FILE).read_text())
     assert metadata["version"] == model.version
-    assert (REPO / "worker" / "weights" / ser_classifier.WEIGHTS_FILE).stat().st_size < 5 * 1024 * 1024
+    assert (REPO / "worker" / "weights" / ser_classifier.WEIGHTS_FILE).stat().st_size < 2 * 1024 * 1024
+    assert set(metadata["temperatures"]) == {"speaker", "plain"}
+    assert all(0.2 < t < 6.0 for t in metadata["temperatures"].values())
+    assert metadata["temperature"] == metadata["temperatures"]["speaker"]
     for backend in ("audio-classifier", "omni", "r1-omni"):
         with pytest.raises(BackendUnavailable, match=r"\[gpu\]"):
             load_backend(backend, None, "cuda", "auto")
@@ -206,3 +209,25 @@ def test_predict_on_example_call(model) -> None:
     # Deterministic: the same audio gives the same answer, alone or in a batch (float noise only).
     alone = model.predict(segments[:1])[0].scores
     assert alone == pytest.approx(results[0].scores, abs=1e-4)
+
+
+def test_speaker_reference_paths(model) -> None:
+    """A reference switches to the speaker head; a missing or foreign one falls back to the plain head."""
+    clips = [_tone(f, 1.2) for f in (110.0, 120.0, 130.0, 140.0, 150.0)]
+    reference = model.speaker_reference(clips * 3, 16_000)  # 15 clips in, at most 12 summarised
+    assert reference["n"] == 12 and len(reference["mean"]) == len(reference["std"]) == model.model.n_features
+    assert json.loads(json.dumps(reference)) == reference
+    assert model.speaker_reference([], 16_000)["n"] == 0
+    loud = np.clip(_tone(260.0, 2.0) * 3, -1, 1)
+    plain = model.predict([_segment(loud, 16_000, 0.0)])[0]
+    with_ref = _segment(loud, 16_000, 0.0)
+    with_ref.speaker_reference = reference
+    normalised = model.predict([with_ref])[0]
+    _assert_valid(normalised, with_ref)
+    assert normalised.scores != pytest.approx(plain.scores, abs=1e-3)
+    foreign = _segment(loud, 16_000, 0.0)
+    foreign.speaker_reference = {**reference, "feature_spec": "other"}
+    assert model.predict([foreign])[0].scores == pytest.approx(plain.scores, abs=1e-6)
+    empty = _segment(loud, 16_000, 0.0)
+    empty.speaker_reference = model.speaker_reference([], 16_000)
+    assert model.predict([empty])[0].scores == pytest.approx(plain.scores, abs=1e-6)

@@ -89,3 +89,19 @@ def test_voice_only_keeps_the_voice_answer_and_flags_doubt_by_the_setting() -> N
     doubtful = MultimodalModel(_Voice(), uncertain_below=0.6).predict([segment])[0]
     assert doubtful.uncertain is True and doubtful.reasoning_text.endswith("uncertain: yes")
     assert MultimodalModel(_Voice()).version == "v1"
+
+
+def test_speaker_normalisation_can_be_switched_off_and_is_another_version() -> None:
+    from worker.pipeline.emotion.embedded import load_model
+
+    voice = load_model()
+    clip = np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32)
+    on = MultimodalModel(voice)
+    off = MultimodalModel(voice, speaker_normalisation=False)
+    assert on.uses_speaker_reference and not off.uses_speaker_reference
+    reference = on.speaker_reference([clip, clip], 16000)
+    assert reference is not None and reference["n"] == 2
+    assert off.speaker_reference([clip], 16000) is None
+    assert off.version == f"{voice.version}(no-speaker-norm)" and on.version == voice.version
+    # A backend without references (GPU ones) keeps its version and never makes one.
+    assert not MultimodalModel(_Voice()).uses_speaker_reference

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from db.models import utcnow
+from db.models import Recording, utcnow
+from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
 from tests.support import ROOT, running_worker
 
@@ -92,6 +93,12 @@ def test_transcript_words_become_text_evidence(client, make_tenant, worker, ster
         assert seg["reasoning_text"].startswith("Customer, ")
         assert "words '" in seg["reasoning_text"] and "uncertain: " in seg["reasoning_text"]
         assert seg["uncertain"] == (seg["confidence"] < 0.5)
+    # Per-speaker normalisation: the voice model's reference of the customer, made once, stored.
+    with transaction() as s:
+        rec = s.get(Recording, uuid.UUID(rec_id))
+        assert rec is not None
+        [(version, speakers)] = rec.speaker_references.items()
+        assert version.startswith("ser-") and set(speakers) == {"customer"} and speakers["customer"]["n"] == 3
     # The agent's channel had no words in the transcript and is not analyzed (tenant policy).
     assert all(not s["words"] and s["label"] is None for s in timeline["segments"] if s["role"] == "agent")
 

@@ -79,7 +79,7 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
             words = TranscriptIndex(transcript.from_rows(row.utterances))
     references = dict((rec.speaker_references or {}).get(audio_version(model), {}))
     spans: dict[str, list[tuple[int, float, float]]] = {}
-    if getattr(model, "speaker_reference", None) is not None:
+    if getattr(model, "uses_speaker_reference", hasattr(model, "speaker_reference")):
         for speaker in sorted(speakers - set(references)):
             spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
     return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans)
@@ -131,7 +131,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
 
 def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -> None:
     make = getattr(model, "speaker_reference", None)
-    if make is None:
+    if make is None or not getattr(model, "uses_speaker_reference", True):
         return
     for speaker, spans in source.reference_spans.items():
         clips = [audio_store.slice_mono(audio, channel, a, b) for channel, a, b in spans]

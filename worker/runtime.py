@@ -24,7 +24,8 @@ _vad: Any = None
 def emotion_model(settings: Settings) -> EmotionModel:
     """The configured audio backend wrapped with the text and face models (fusion.MultimodalModel)."""
     key = (settings.model_backend, str(settings.model_path or ""), settings.device, settings.dtype,
-           settings.text_model_enabled, settings.face_model_enabled, settings.uncertain_below)
+           settings.text_model_enabled, settings.face_model_enabled, settings.uncertain_below,
+           settings.speaker_normalisation)
     with _lock:
         if key not in _emotion:
             if settings.torch_threads > 0:
@@ -36,6 +37,7 @@ def emotion_model(settings: Settings) -> EmotionModel:
                 text=_component("text_emotion", settings.device) if settings.text_model_enabled else None,
                 face=_component("face_expression", settings.device) if settings.face_model_enabled else None,
                 uncertain_below=settings.uncertain_below,
+                speaker_normalisation=settings.speaker_normalisation,
             )
         return _emotion[key]
 

@@ -105,15 +105,23 @@ class MultimodalModel:
     any modality makes new prediction rows on rescore and the old ones stay."""
 
     def __init__(self, audio: EmotionModel, *, text: Lazy[Any] | None = None, face: Lazy[Any] | None = None,
-                 uncertain_below: float = 0.5) -> None:
+                 uncertain_below: float = 0.5, speaker_normalisation: bool = True) -> None:
         self.audio, self.text, self.face = audio, text, face
         self.uncertain_below = uncertain_below
         self.name = audio.name
-        self.version = ";".join([audio.version] + [c.version for c in (text, face) if c is not None])
+        # Per-speaker normalisation only where the voice model offers it and it is not switched off;
+        # switched off is another model (other answers), hence another version.
+        self.uses_speaker_reference = speaker_normalisation and hasattr(audio, "speaker_reference")
+        audio_version = audio.version
+        if hasattr(audio, "speaker_reference") and not speaker_normalisation:
+            audio_version += "(no-speaker-norm)"
+        self.version = ";".join([audio_version] + [c.version for c in (text, face) if c is not None])
 
     def speaker_reference(self, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any] | None:
-        make = getattr(self.audio, "speaker_reference", None)
-        return make(clips, sample_rate) if make is not None else None
+        if not self.uses_speaker_reference:
+            return None
+        result: dict[str, Any] = self.audio.speaker_reference(clips, sample_rate)  # type: ignore[attr-defined]
+        return result
 
     def predict(self, batch: list[SegmentInput]) -> list[EmotionResult]:
         audio_results = self.audio.predict(batch)

@@ -1,8 +1,12 @@
-"""The embedded model's classifier as plain arrays: standardiser + MLP (or softmax regression).
+"""The embedded model's classifier as plain arrays: two small heads plus per-speaker normalisation.
 
-Weights live in an ``.npz`` (loaded with allow_pickle=False) next to a JSON sidecar with the
-classes, feature spec, recipe and metrics. No pickles and no scikit-learn objects are needed at
-inference: the forward pass below is the whole model.
+* ``speaker`` head: reads features normalised against the same speaker's other speech
+  (``speaker_normalise``), used when the segment carries a speaker reference;
+* ``plain`` head: reads the raw features, used when it does not.
+
+Weights live in one ``.npz`` (loaded with allow_pickle=False, arrays prefixed by head name) next to
+a JSON sidecar with the classes, feature spec, recipe and metrics. No pickles and no scikit-learn
+objects are needed at inference: the forward passes below are the whole model.
 """
 
 from __future__ import annotations
@@ -17,7 +21,11 @@ import numpy as np
 
 WEIGHTS_FILE = "ser_embedded.npz"
 METADATA_FILE = "ser_embedded.json"
-VERSION_PREFIX = "ser-v1"
+VERSION_PREFIX = "ser-v2"
+HEADS: tuple[str, ...] = ("speaker", "plain")
+# A speaker's spread is estimated from <= 12 clips; blend in this many pseudo-clips of the global
+# spread so one flat reference cannot blow a feature up.
+REFERENCE_PRIOR = 4.0
 
 
 @dataclass(frozen=True)
@@ -33,7 +41,6 @@ class SoftmaxClassifier:
     weights: tuple[np.ndarray, ...]  # (in, out) per layer, last one maps to the classes
     biases: tuple[np.ndarray, ...]
     temperature: float = 1.0
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
@@ -47,21 +54,72 @@ class SoftmaxClassifier:
                 hidden = np.maximum(hidden, 0.0)
         return hidden
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        logits = self.logits(features).astype(np.float64) / max(self.temperature, 1e-3)
+    def predict_proba(self, features: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        t = self.temperature if temperature is None else temperature
+        logits = self.logits(features).astype(np.float64) / max(t, 1e-3)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def with_temperature(self, temperature: float) -> SoftmaxClassifier:
+        return SoftmaxClassifier(self.classes, self.mean, self.scale, self.weights, self.biases, temperature)
+
+    def arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
         out = {
-            "mean": self.mean.astype(np.float32),
-            "scale": self.scale.astype(np.float32),
-            "temperature": np.array([self.temperature], dtype=np.float32),
+            f"{prefix}mean": self.mean.astype(np.float32),
+            f"{prefix}scale": self.scale.astype(np.float32),
+            f"{prefix}temperature": np.array([self.temperature], dtype=np.float32),
         }
         for index, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            out[f"w{index}"] = w.astype(np.float32)
-            out[f"b{index}"] = b.astype(np.float32)
+            out[f"{prefix}w{index}"] = w.astype(np.float32)
+            out[f"{prefix}b{index}"] = b.astype(np.float32)
+        return out
+
+
+def summarise(matrix: np.ndarray) -> dict[str, Any]:
+    """JSON summary of one speaker's clips (rows of features): n, per-feature mean and std."""
+    matrix = np.atleast_2d(np.asarray(matrix, dtype=np.float64))
+    n = int(matrix.shape[0])
+    if n == 0:
+        return {"n": 0, "mean": [], "std": []}
+    # 5 significant digits: 2 x 413 numbers stay ~10 KB of JSON per speaker.
+    return {
+        "n": n,
+        "mean": [float(f"{v:.5g}") for v in matrix.mean(axis=0)],
+        "std": [float(f"{v:.5g}") for v in matrix.std(axis=0)],
+    }
+
+
+def speaker_normalise(
+    x: np.ndarray, mean: np.ndarray, std: np.ndarray, n: np.ndarray | float, global_std: np.ndarray
+) -> np.ndarray:
+    """(x - speaker mean) / shrunk speaker std, row by row (mean/std/n broadcast per row)."""
+    n_col = np.reshape(np.asarray(n, dtype=np.float64), (-1, 1))
+    pooled = n_col * np.square(std) + REFERENCE_PRIOR * np.square(global_std)
+    spread = np.sqrt(pooled / (n_col + REFERENCE_PRIOR))
+    return (np.atleast_2d(x) - mean) / np.maximum(spread, 1e-6)
+
+
+@dataclass(frozen=True)
+class EmbeddedWeights:
+    """Both heads, the global feature spread used by the normalisation, and the JSON metadata."""
+
+    heads: dict[str, SoftmaxClassifier]
+    global_std: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.heads["speaker"].classes
+
+    @property
+    def n_features(self) -> int:
+        return self.heads["plain"].n_features
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {"global_std": self.global_std.astype(np.float32)}
+        for name in HEADS:
+            out.update(self.heads[name].arrays(f"{name}/"))
         return out
 
     def digest(self) -> str:
@@ -77,8 +135,17 @@ class SoftmaxClassifier:
     def version(self) -> str:
         return f"{VERSION_PREFIX}+{self.digest()[:8]}"
 
+    def normalise(self, x: np.ndarray, reference: dict[str, Any]) -> np.ndarray:
+        return speaker_normalise(
+            x,
+            np.asarray(reference["mean"], dtype=np.float64),
+            np.asarray(reference["std"], dtype=np.float64),
+            float(reference["n"]),
+            self.global_std,
+        )
 
-def save(model: SoftmaxClassifier, directory: Path) -> tuple[Path, Path]:
+
+def save(model: EmbeddedWeights, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     weights_path = directory / WEIGHTS_FILE
     np.savez_compressed(weights_path, allow_pickle=False, **model.arrays())
@@ -87,31 +154,42 @@ def save(model: SoftmaxClassifier, directory: Path) -> tuple[Path, Path]:
         "classes": list(model.classes),
         "version": model.version,
         "weights_sha256": model.digest(),
-        "n_layers": len(model.weights),
+        "n_layers": {name: len(model.heads[name].weights) for name in HEADS},
+        # The speaker head's temperature is the headline one (what most segments get); both are listed.
+        "temperature": model.heads["speaker"].temperature,
+        "temperatures": {name: model.heads[name].temperature for name in HEADS},
     }
     metadata_path = directory / METADATA_FILE
     metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=False) + "\n")
     return weights_path, metadata_path
 
 
-def load(weights_path: Path) -> SoftmaxClassifier:
+def _head(data: Any, prefix: str, n_layers: int, classes: tuple[str, ...]) -> SoftmaxClassifier:
+    scale = data[f"{prefix}scale"]
+    return SoftmaxClassifier(
+        classes=classes,
+        mean=data[f"{prefix}mean"],
+        scale=np.where(scale > 0, scale, 1.0).astype(np.float32),
+        weights=tuple(data[f"{prefix}w{i}"] for i in range(n_layers)),
+        biases=tuple(data[f"{prefix}b{i}"] for i in range(n_layers)),
+        temperature=float(data[f"{prefix}temperature"][0]),
+    )
+
+
+def load(weights_path: Path) -> EmbeddedWeights:
     """Load weights (``.npz``) and the JSON sidecar next to it; refuse inconsistent files."""
-    metadata_path = weights_path.with_suffix(".json")
-    metadata = json.loads(metadata_path.read_text())
+    metadata = json.loads(weights_path.with_suffix(".json").read_text())
+    classes = tuple(metadata["classes"])
+    layers = metadata["n_layers"]
+    if not isinstance(layers, dict):
+        raise ValueError(f"{weights_path}: single-head ser-v1 weights; this build needs ser-v2 (two heads)")
     with np.load(weights_path, allow_pickle=False) as data:
-        n_layers = int(metadata["n_layers"])
-        model = SoftmaxClassifier(
-            classes=tuple(metadata["classes"]),
-            mean=data["mean"],
-            scale=np.where(data["scale"] > 0, data["scale"], 1.0).astype(np.float32),
-            weights=tuple(data[f"w{i}"] for i in range(n_layers)),
-            biases=tuple(data[f"b{i}"] for i in range(n_layers)),
-            temperature=float(data["temperature"][0]),
+        model = EmbeddedWeights(
+            heads={name: _head(data, f"{name}/", int(layers[name]), classes) for name in HEADS},
+            global_std=data["global_std"].astype(np.float64),
             metadata=metadata,
         )
-    if model.weights[-1].shape[1] != len(model.classes):
-        raise ValueError(
-            f"{weights_path}: last layer has {model.weights[-1].shape[1]} outputs "
-            f"for {len(model.classes)} classes"
-        )
+    for name, head in model.heads.items():
+        if head.weights[-1].shape[1] != len(classes) or head.n_features != model.global_std.shape[0]:
+            raise ValueError(f"{weights_path}: head {name!r} does not match {len(classes)} classes")
     return model
