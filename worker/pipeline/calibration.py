@@ -28,12 +28,12 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray,
-                    bounds: tuple[float, float] = (0.05, 20.0)) -> float:
-    """The temperature that minimises held-out NLL (searched on a log scale)."""
+                    log_bounds: tuple[float, float] = (-3.0, 3.0)) -> float:
+    """The temperature that minimises held-out NLL, searched over log T in `log_bounds`."""
     if len(labels) == 0:
         return 1.0
     result = minimize_scalar(lambda log_t: nll(logits, labels, float(np.exp(log_t))),
-                             bounds=(np.log(bounds[0]), np.log(bounds[1])), method="bounded")
+                             bounds=log_bounds, method="bounded")
     return float(np.exp(result.x))
 
 

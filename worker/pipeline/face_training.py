@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from worker.pipeline.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from worker.pipeline.calibration import expected_calibration_error, nll, softmax
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, canonical
 from worker.pipeline.face import (
     CROP_SIZE,
@@ -98,6 +98,15 @@ def predict_logits(net: FaceNet, faces: np.ndarray, batch: int = 512) -> np.ndar
     net.eval()
     x = torch.from_numpy(standardize(faces))
     return torch.cat([tta_logits(net, x[i:i + batch]) for i in range(0, len(x), batch)]).numpy()
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """Temperature minimising NLL on a log grid, refined around the best (the method the shipped
+    weights were calibrated with; kept so a rerun reproduces their version)."""
+    grid = np.exp(np.linspace(np.log(0.25), np.log(8.0), 121))
+    best = min(grid, key=lambda t: nll(logits, y, float(t)))
+    fine = np.linspace(best * 0.97, best * 1.03, 61)
+    return float(min(fine, key=lambda t: nll(logits, y, float(t))))
 
 
 def metrics(probs: np.ndarray, y: np.ndarray) -> dict[str, object]:

@@ -7,16 +7,16 @@ speakers' references therefore come from their own unlabelled clips.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from worker.pipeline import calibration
+from worker.pipeline.calibration import ECE_BINS, softmax
 from worker.pipeline.emotion import classifier, labels
 
 REFERENCE_CLIPS = 12
-ECE_BINS = 15
 
 
 @dataclass(frozen=True)
@@ -80,32 +80,37 @@ def confusion(truth: np.ndarray, predicted: np.ndarray, allowed: Sequence[str]) 
 
 def canonical_accuracy(probabilities: np.ndarray, classes: Sequence[str], truth: np.ndarray) -> float:
     """What the product shows: canonical argmax after folding (calm/boredom -> neutral)."""
+    return float(np.mean(_canonical(probabilities, classes, truth)[0]))
+
+
+def _canonical(probabilities: np.ndarray, classes: Sequence[str], truth: np.ndarray) -> tuple[
+    np.ndarray, np.ndarray
+]:
+    """(canonical answer right?, its confidence) per row."""
     folded = [labels.to_canonical_scores(dict(zip(classes, row, strict=True))) for row in probabilities]
     predicted = np.array([max(f, key=f.__getitem__) for f in folded])
     expected = np.array([labels.canonical(t) for t in truth])
-    return float(np.mean(predicted == expected))
+    return predicted == expected, np.array([max(f.values()) for f in folded])
 
 
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / max(temperature, 1e-3)
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+def uncertain_split(probabilities: np.ndarray, classes: Sequence[str], truth: np.ndarray,
+                    below: float = 0.5) -> dict[str, float | None]:
+    """What the `uncertain` flag (confidence < CALLPULSE_UNCERTAIN_BELOW) separates: the share of
+    answers flagged, and the canonical accuracy of flagged and unflagged answers."""
+    correct, confidence = _canonical(probabilities, classes, truth)
+    flagged = confidence < below
+    return {"uncertain_share": float(flagged.mean()),
+            "accuracy_uncertain": float(correct[flagged].mean()) if flagged.any() else None,
+            "accuracy_confident": float(correct[~flagged].mean()) if (~flagged).any() else None}
 
 
 def expected_calibration_error(
     probabilities: np.ndarray, classes: Sequence[str], truth: np.ndarray, bins: int = ECE_BINS
 ) -> float:
-    """ECE over equal-width confidence bins: sum_b |B|/N * |accuracy(B) - confidence(B)|."""
-    confidence = probabilities.max(axis=1)
-    correct = np.array(classes)[probabilities.argmax(axis=1)] == truth
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in itertools.pairwise(edges):
-        inside = (confidence > lo) & (confidence <= hi)
-        if inside.any():
-            total += inside.mean() * abs(float(correct[inside].mean()) - float(confidence[inside].mean()))
-    return float(total)
+    """ECE (worker/pipeline/calibration.py) with the truth given as class names."""
+    index = {name: i for i, name in enumerate(classes)}
+    return calibration.expected_calibration_error(probabilities, np.array([index.get(t, -1) for t in truth]),
+                                                  bins)
 
 
 def fit_temperature(logits: np.ndarray, classes: Sequence[str], truth: np.ndarray) -> float:
@@ -136,6 +141,7 @@ def report(
     out["canonical_accuracy"] = canonical_accuracy(cal_p, classes, truth)
     out["ece_t1"] = expected_calibration_error(raw_p, classes, truth)
     out["ece_calibrated"] = expected_calibration_error(cal_p, classes, truth)
+    out["uncertain_at_0.5"] = uncertain_split(cal_p, classes, truth)
     if with_confusion:
         matrix = confusion(truth, predicted, allowed)
         out["confusion"] = {"classes": list(allowed), "rows_true_cols_pred": matrix}
