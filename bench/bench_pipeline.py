@@ -4,7 +4,10 @@ Builds the call by looping the shipped example (real speech) to the requested le
 embedded pipeline in-process on a fresh SQLite database, then runs the same model over exactly the
 segments the pipeline analyzed, in the same batch size, with nothing else around it.
 
-    python bench/bench_pipeline.py [--minutes 30] [--json out.json]
+    python bench/bench_pipeline.py [--minutes 30] [--transcript] [--json out.json]
+
+--transcript also sends a transcript (one utterance every 3 s on each channel, 9 words each), so
+every analyzed segment goes through the text model with its occlusion cues as well.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--transcript", action="store_true", help="send a transcript with the call")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="callpulse-bench-"))
@@ -58,6 +62,12 @@ def main() -> int:
     settings = get_settings()
     call = work / "call.wav"
     build_call(args.minutes, call)
+    transcripts = {}
+    if args.transcript:
+        transcripts[call] = work / "call.json"
+        utterances = [{"start": t, "end": t + 2.9, "channel": ch, "text": "I have called three times about "
+                       "this bill already"} for ch in (0, 1) for t in range(0, int(args.minutes * 60) - 3, 3)]
+        transcripts[call].write_text(json.dumps({"utterances": utterances}))
 
     # Model load is a once-per-process cost; keep it out of both timings.
     model = runtime.emotion_model(settings)
@@ -66,7 +76,7 @@ def main() -> int:
     t0 = time.perf_counter()
     # Both roles analyzed: the heaviest case (production default analyzes customers only).
     results = list(analyze_files([call], {0: "agent", 1: "customer"}, ["customer", "agent"], settings,
-                                 show_progress=False))
+                                 show_progress=False, transcripts=transcripts))
     pipeline_s = time.perf_counter() - t0
     result = results[0]
     assert result["status"] == "done", result
@@ -115,6 +125,7 @@ def main() -> int:
         "stage_prosody_s": round(prosody_s, 1),
         "batch_size": settings.infer_batch_size,
         "model_version": model.version,
+        "transcript": bool(args.transcript),
     }
     print(json.dumps(figures, indent=2))
     if args.json:
