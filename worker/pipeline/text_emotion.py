@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from worker.pipeline.contracts import Word
+from worker.pipeline.emotion.classifier import SoftmaxClassifier
 from worker.pipeline.emotion.labels import CANONICAL_LABELS
 
 NAME = "text-minilm"
@@ -119,36 +120,12 @@ class SentenceEncoder:
 
 
 @dataclass(frozen=True)
-class TextHead:
-    """z = (x - mean) / scale; ReLU hidden layers; softmax(logits / temperature) over `classes`."""
+class TextHead(SoftmaxClassifier):
+    """The voice model's classifier form (standardise, ReLU layers, softmax(logits / T)) over the
+    sentence embedding, plus the encoder it was trained on."""
 
-    classes: tuple[str, ...]
-    mean: np.ndarray
-    scale: np.ndarray
-    weights: tuple[np.ndarray, ...]
-    biases: tuple[np.ndarray, ...]
-    temperature: float = 1.0
     encoder_sha256: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
-
-    def logits(self, embeddings: np.ndarray) -> np.ndarray:
-        hidden = (np.atleast_2d(embeddings).astype(np.float32) - self.mean) / self.scale
-        for index, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            hidden = hidden @ w + b
-            if index < len(self.weights) - 1:
-                hidden = np.maximum(hidden, 0.0)
-        return hidden.astype(np.float64)
-
-    def predict_proba(self, embeddings: np.ndarray, temperature: float | None = None) -> np.ndarray:
-        return softmax(self.logits(embeddings) / max(temperature or self.temperature, 1e-3))
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        out = {"mean": self.mean.astype(np.float32), "scale": self.scale.astype(np.float32),
-               "temperature": np.array([self.temperature], dtype=np.float32)}
-        for index, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            out[f"w{index}"] = w.astype(np.float32)
-            out[f"b{index}"] = b.astype(np.float32)
-        return out
 
     def digest(self) -> str:
         """sha256 over the arrays, the classes and the encoder: a new encoder is a new version."""
@@ -163,12 +140,6 @@ class TextHead:
     @property
     def version(self) -> str:
         return f"{VERSION_PREFIX}+{self.digest()[:8]}"
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
 
 
 def save_head(head: TextHead, directory: Path) -> tuple[Path, Path]:
