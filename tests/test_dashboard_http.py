@@ -157,7 +157,10 @@ def test_call_page_shows_words_corrections_and_doubt(client: TestClient, make_te
              "channel": 1}]}).encode())))
         customer = s.scalars(select(Segment).where(Segment.recording_id == rec_id,
                                                    Segment.role == "customer")).one()
-        s.execute(update(Prediction).where(Prediction.segment_id == customer.id).values(uncertain=True))
+        s.execute(update(Prediction).where(Prediction.segment_id == customer.id).values(
+            uncertain=True, modalities={
+                "audio": {"label": "neutral", "confidence": 0.41, "weight": 0.55},
+                "text": {"label": "angry", "confidence": 0.52, "weight": 0.45}}))
         key_row = s.scalars(select(ApiKey).where(ApiKey.tenant_id == tenant_id)).one()
         set_label(s, customer, tenant_id, "sad", None, key_row)
     _login(client, key)
@@ -167,6 +170,8 @@ def test_call_page_shows_words_corrections_and_doubt(client: TestClient, make_te
     assert "third time I call about this bill" in text and "No transcript for this call" not in text
     assert "supervisor: sad" in text
     assert 'class="badge uncertain-badge">uncertain<' in text
+    # Which modality said what, so a supervisor sees where the doubt comes from.
+    assert "voice: neutral 0.41" in text and "words: angry 0.52" in text and "(weight 45%)" in text
 
 
 def test_media_with_a_non_media_suffix_is_a_download_that_can_run_nothing(
