@@ -34,7 +34,10 @@ def transcript_rows(data: bytes, filename: str | None, content_type: str | None,
     """(format, rows to store); TranscriptError when the transcript is unusable."""
     fmt, utterances = transcript.parse_with_format(
         data, filename=filename, content_type=content_type, duration_s=duration_s, channels=channels)
-    by_name = {role: int(ch) for ch, role in channel_roles.items()}
+    roles = list(channel_roles.values())
+    # A role names a channel only when it is that channel's alone; shared roles go by "customer_1".
+    by_name = {role: int(ch) for ch, role in channel_roles.items() if roles.count(role) == 1}
+    by_name.update({f"{role}_{ch}": int(ch) for ch, role in channel_roles.items()})
     # Segment speakers are the role, or speaker_N for channel N without one; chN is accepted too.
     by_name.update({f"speaker_{ch}": ch for ch in range(channels)})
     by_name.update({f"ch{ch}": ch for ch in range(channels)})

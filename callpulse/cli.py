@@ -159,7 +159,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 TRAIN_TENANT_HELP = """callpulse train: trains the embedded voice model (options below).
   --tenant NAME   also train on the supervisor corrections of this tenant (PUT /v1/segments/{id}/label),
                   read from CALLPULSE_DATABASE_URL; they are exported to a JSON Lines file passed to
-                  the trainer as --corrections. Point workers at the new --out directory with
+                  the trainer as --corrections. Needs --out DIR; with --ship-only the shipped recipe
+                  is retrained (minutes) instead of re-running the selection. Point workers at DIR with
                   CALLPULSE_MODEL_PATH; its version is new, so POST /v1/recordings/{id}/rescore
                   re-runs a call with it while the older predictions stay.
 """
@@ -202,6 +203,10 @@ def cmd_train(argv: list[str]) -> int:
     if "-h" in argv or "--help" in argv:
         print(TRAIN_TENANT_HELP)
     tenant, argv = _pop_option(argv, "--tenant")
+    if tenant is not None and not any(a == "--out" or a.startswith("--out=") for a in argv):
+        print("callpulse train: --tenant needs --out DIR (that tenant's model directory); the weights "
+              "shipped with the package stay as they are", file=sys.stderr)
+        return 2
     if tenant is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = get_settings().data_dir / "corrections" / f"{tenant}-{stamp}.jsonl"

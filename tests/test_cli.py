@@ -103,3 +103,10 @@ def test_analyze_with_a_transcript(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "after the end of the recording" in json.loads(bad.stdout)["error"]
     two = _cli("analyze", str(EXAMPLE), str(EXAMPLE), "--transcript", str(vtt), env=env)
     assert two.returncode == 2 and "exactly one FILE" in two.stderr
+
+
+def test_train_for_a_tenant_needs_its_own_output_directory() -> None:
+    run = _cli("train", "--tenant", "acme", "--ship-only", "--ravdess", "r", "--emodb", "e")
+    assert run.returncode == 2 and "--tenant needs --out DIR" in run.stderr
+    helptext = _cli("train", "--help").stdout
+    assert "--tenant NAME" in helptext and "--corrections" in helptext and "--ship-only" in helptext

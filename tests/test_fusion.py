@@ -105,3 +105,20 @@ def test_speaker_normalisation_can_be_switched_off_and_is_another_version() -> N
     assert off.version == f"{voice.version}(no-speaker-norm)" and on.version == voice.version
     # A backend without references (GPU ones) keeps its version and never makes one.
     assert not MultimodalModel(_Voice()).uses_speaker_reference
+
+
+def test_a_component_that_cannot_load_retries_the_task_instead_of_failing_segments() -> None:
+    from worker.pipeline.fusion import ComponentUnavailable, Lazy
+    from worker.stages import _predict_isolating_failures
+
+    def broken() -> None:
+        raise OSError("encoder files missing")
+
+    model = MultimodalModel(_Voice(), text=Lazy("text-minilm", "text-minilm-v1+x", broken))
+    with_words = SegmentInput(key="1", audio=np.zeros(16000, np.float32), sample_rate=16000, start_s=0.0,
+                              end_s=1.0, role="customer", words=[Word(0.1, 0.4, "hello")])
+    without = SegmentInput(key="2", audio=np.zeros(16000, np.float32), sample_rate=16000, start_s=1.0,
+                           end_s=2.0, role="customer")
+    # Mixed batch: the item without words alone would succeed; the task must still retry.
+    with pytest.raises(ComponentUnavailable, match="encoder files missing"):
+        _predict_isolating_failures(model, [with_words, without])

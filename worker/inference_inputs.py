@@ -120,7 +120,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             role=plan.role,
             baseline=source.baselines.get(plan.speaker),
             acoustics=cast(Acoustics, plan.acoustics) if plan.acoustics else None,
-            speaker_reference=source.references.get(plan.speaker),
+            speaker_reference=_reference_for(source, plan),
             words=(source.transcript.words(plan.start_s, plan.end_s, plan.channel)
                    if source.transcript else []),
             frames=_frames(source, plan, settings) if face_frames and source.has_video else [],
@@ -137,10 +137,25 @@ def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -
         clips = [audio_store.slice_mono(audio, channel, a, b) for channel, a, b in spans]
         if not clips:
             continue
-        reference = make(clips, audio.sample_rate)
+        try:
+            reference = make(clips, audio.sample_rate)
+        except Exception:  # the raw-feature head still answers; never fail the batch for this
+            log.exception("no speaker reference for %s", speaker)
+            continue
         if reference is not None:
+            # Which segments it summarises: each is later scored against the others only.
+            reference["spans"] = [[round(a, 3), round(b, 3)] for _, a, b in spans]
             source.references[speaker] = reference
             source.new_references[speaker] = reference
+
+
+def _reference_for(source: Source, plan: Plan) -> dict[str, Any] | None:
+    reference = source.references.get(plan.speaker)
+    if reference is None:
+        return None
+    if [round(plan.start_s, 3), round(plan.end_s, 3)] in reference.get("spans", []):
+        return {**reference, "includes_segment": True}
+    return reference
 
 
 def _frames(source: Source, plan: Plan, settings: Settings) -> list[VideoFrame]:
@@ -149,7 +164,7 @@ def _frames(source: Source, plan: Plan, settings: Settings) -> list[VideoFrame]:
     try:
         return face.sample_frames(Path(source.media_uri), plan.start_s, plan.end_s,
                                   count=settings.frames_per_segment)
-    except (face.FrameError, OSError) as exc:
+    except Exception as exc:  # FrameError, a missing ffprobe, odd metadata: never fail the batch
         # Voice (and words) still decide; the reasoning simply has no face evidence.
         log.warning("no frames for segment %s: %s", plan.segment_id, exc)
         return []

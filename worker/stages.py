@@ -24,6 +24,7 @@ from worker.pipeline.contracts import (
     EmotionResult,
     SegmentInput,
 )
+from worker.pipeline.fusion import ComponentUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,8 @@ def _predict_isolating_failures(
         return []
     try:
         return list(model.predict(inputs))
+    except ComponentUnavailable:
+        raise  # a model that cannot load fails every item alike: retry the task, mark nothing
     except Exception:
         log.exception("batch of %d failed; retrying items one by one", len(inputs))
     out: list[EmotionResult | Exception] = []

@@ -72,6 +72,11 @@ def fuse(answers: list[ModalityAnswer]) -> tuple[dict[str, float], dict[str, flo
 T = TypeVar("T")
 
 
+class ComponentUnavailable(RuntimeError):
+    """A text or face model could not be loaded: the worker is at fault, not the segment, so the
+    task retries instead of marking segments unanalyzable (worker/stages.py)."""
+
+
 class Lazy(Generic[T]):
     """A component loaded on first use (the text encoder and OpenCV cost seconds and memory that
     audio-only deployments never need), whose version is known without loading it."""
@@ -86,7 +91,11 @@ class Lazy(Generic[T]):
         with self._lock:
             if self._value is None:
                 log.info("loading %s %s", self.name, self.version)
-                self._value = self._loader()
+                try:
+                    self._value = self._loader()
+                except Exception as exc:
+                    raise ComponentUnavailable(
+                        f"{self.name} {self.version} could not be loaded: {exc}") from exc
             return self._value
 
 
@@ -106,6 +115,10 @@ class MultimodalModel:
 
     def __init__(self, audio: EmotionModel, *, text: Lazy[Any] | None = None, face: Lazy[Any] | None = None,
                  uncertain_below: float = 0.5, speaker_normalisation: bool = True) -> None:
+        # A backend that reads the frames itself (omni) has already seen the face: a second vote by
+        # the face model would count it twice.
+        if getattr(audio, "uses_frames", False):
+            face = None
         self.audio, self.text, self.face = audio, text, face
         self.uncertain_below = uncertain_below
         self.name = audio.name

@@ -50,9 +50,14 @@ def run(
             spans.append((start, end, channel))
     spans.sort(key=lambda s: (s[0], s[2]))
     segments = []
+    roles = [channel_roles.get(channel, "unknown") for channel in range(audio.channels)]
     for index, (start, end, channel) in enumerate(spans):
-        role = channel_roles.get(channel, "unknown")
-        speaker = role if role != "unknown" else f"speaker_{channel}"
+        role = roles[channel]
+        # One speaker per channel: a role two channels share ("customer" on both legs of a
+        # conference) names each channel's speaker separately, so baselines never mix two voices.
+        speaker = role if role != "unknown" and roles.count(role) == 1 else f"{role}_{channel}"
+        if role == "unknown":
+            speaker = f"speaker_{channel}"
         segments.append(SpeechSegment(index=index, channel=channel, speaker=speaker, role=role,
                                       start_s=round(start, 3), end_s=round(end, 3)))
     return segments

@@ -90,6 +90,27 @@ def summarise(matrix: np.ndarray) -> dict[str, Any]:
     }
 
 
+# A segment is never normalised against itself (training never does either): when it is one of
+# the reference's clips it is taken out, and with fewer than this many others left the plain head
+# decides (one clip normalised against itself is all zeros: the same answer for every segment).
+MIN_OTHER_CLIPS = 2
+
+
+def leave_out(reference: dict[str, Any], x: np.ndarray) -> dict[str, Any] | None:
+    """The reference without the clip whose features are ``x``; None when too few clips remain."""
+    n = int(reference.get("n", 0))
+    if n - 1 < MIN_OTHER_CLIPS:
+        return None
+    mean = np.asarray(reference["mean"], dtype=np.float64)
+    std = np.asarray(reference["std"], dtype=np.float64)
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    rest_mean = (n * mean - x) / (n - 1)
+    rest_sumsq = n * (np.square(std) + np.square(mean)) - np.square(x)
+    rest_var = np.maximum(rest_sumsq / (n - 1) - np.square(rest_mean), 0.0)
+    return {**reference, "n": n - 1, "mean": rest_mean.tolist(), "std": np.sqrt(rest_var).tolist(),
+            "includes_segment": False}
+
+
 def speaker_normalise(
     x: np.ndarray, mean: np.ndarray, std: np.ndarray, n: np.ndarray | float, global_std: np.ndarray
 ) -> np.ndarray:

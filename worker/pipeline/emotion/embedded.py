@@ -58,9 +58,12 @@ class EmbeddedEmotionModel:
         return bool(n >= 1 and len(mean) == len(std) == features.N_FEATURES)
 
     def probabilities(self, matrix: np.ndarray, references: list[dict[str, Any] | None]) -> np.ndarray:
-        """Raw-class probabilities per row: speaker head where a usable reference exists."""
+        """Raw-class probabilities per row: speaker head where a usable reference exists. A
+        reference that includes the segment itself (`includes_segment`) is used without it."""
         out = self.model.heads["plain"].predict_proba(matrix)
         for row, reference in enumerate(references):
+            if reference and reference.get("includes_segment") and self.usable_reference(reference):
+                reference = classifier.leave_out(reference, matrix[row])
             if reference is not None and self.usable_reference(reference):
                 normalised = self.model.normalise(matrix[row : row + 1], reference)
                 out[row] = self.model.heads["speaker"].predict_proba(normalised)[0]

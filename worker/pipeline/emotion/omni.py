@@ -115,6 +115,9 @@ class OmniEmotionModel:
         # None: the checkpoint has no image processor config (or Pillow is missing): audio only.
         self.image_processor = image_processor
         self.uses_frames = image_processor is not None
+        if self.uses_frames:
+            # Answers that saw frames are not the audio-only model's: another version.
+            version = f"{version}+av{round(FRAME_MAX_PIXELS ** 0.5)}"
         self.image_token = str(getattr(tokenizer, "image_token", None) or "<|IMAGE|>")
         self.vision_bos = str(getattr(tokenizer, "vision_bos_token", None) or "<|vision_bos|>")
         self.vision_eos = str(getattr(tokenizer, "vision_eos_token", None) or "<|vision_eos|>")

@@ -260,6 +260,8 @@ def ship(
     return shipped
 
 
+SHIPPED_DIR = Path(__file__).resolve().parents[2] / "weights"
+
 def _previous_recipe(out_dir: Path) -> tuple[dict[str, Recipe], dict[str, float], dict[str, Any]] | None:
     path = out_dir / classifier.METADATA_FILE
     if not path.exists():
@@ -277,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="callpulse train", description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ravdess", type=Path, required=True, help="audio_speech_actors_01-24 directory")
     parser.add_argument("--emodb", type=Path, required=True, help="EmoDB wav/ directory")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "weights")
+    parser.add_argument("--out", type=Path, default=SHIPPED_DIR)
     parser.add_argument(
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "callpulse" / "ser-features"
     )
@@ -298,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     data = load_data(args.ravdess, args.emodb, args.cache_dir)
     extra = corrections.load(args.corrections, data.x["none"].std(axis=0)) if args.corrections else None
-    previous = _previous_recipe(args.out) if args.ship_only else None
+    # A new --out (a tenant's model directory) retrains the recipe of the weights shipped with the
+    # package rather than silently running the whole selection.
+    previous = (_previous_recipe(args.out) or _previous_recipe(SHIPPED_DIR)) if args.ship_only else None
     if args.ship_only and previous is not None:
         recipes, temperatures, metrics = previous
         note = "metrics of the recorded recipe (not re-measured by --ship-only)"
