@@ -116,7 +116,10 @@ def test_ship_only_with_corrections_writes_new_version(tmp_path: Path) -> None:
          "label": label, "speaker": "customer"}
         for s, label in ((0.0, "angry"), (2.0, "fear"), (4.0, "neutral"))
     ] + [{"media": str(tmp_path / "call.wav"), "channel": 0, "start_s": 0.0, "end_s": 1.0,
-          "label": "contempt", "speaker": "agent"}]
+          "label": "contempt", "speaker": "agent"},
+         # A call deleted since it was corrected: skipped, the rest still trains.
+         {"media": str(tmp_path / "deleted.wav"), "channel": 0, "start_s": 0.0, "end_s": 2.0,
+          "label": "sad", "speaker": "customer"}]
     corrections_file = tmp_path / "corrections.jsonl"
     corrections_file.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     extra = corrections.load(corrections_file, np.ones(413))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from worker.pipeline.audio_store import slice_mono
-from worker.pipeline.decode import decode
+from worker.pipeline.decode import MediaError, decode
 from worker.pipeline.emotion import corpora, evaluation, features, labels
 from worker.pipeline.emotion.training import SEED, Extra
 
@@ -52,7 +52,7 @@ def load(path: Path, global_std: np.ndarray | None = None) -> Extra | None:
     targets: list[str] = []
     speakers: list[str] = []
     decoded: dict[str, object] = {}
-    skipped = 0
+    skipped = missing = 0
     for row in rows:
         cls = model_class(str(row.get("label", "")))
         start, end = float(row["start_s"]), float(row["end_s"])  # type: ignore[arg-type]
@@ -61,13 +61,22 @@ def load(path: Path, global_std: np.ndarray | None = None) -> Extra | None:
             continue
         media = str(row["media"])
         if media not in decoded:
-            decoded[media] = decode(Path(media), features.SAMPLE_RATE)
+            try:
+                decoded[media] = decode(Path(media), features.SAMPLE_RATE)
+            except (OSError, MediaError):
+                # A call deleted since it was corrected (retention, DELETE /v1/recordings/{id}):
+                # its spans are skipped and counted, the rest still trains.
+                decoded[media] = None
         recording = decoded[media]
+        if recording is None:
+            missing += 1
+            continue
         channel = min(int(row["channel"]), recording.channels - 1)  # type: ignore[attr-defined, call-overload]
         audio.append(slice_mono(recording, channel, start, end))  # type: ignore[arg-type]
         targets.append(cls)
         speakers.append(f"{media}#{row.get('speaker', channel)}")
-    print(f"corrections: {len(audio)} spans used, {skipped} skipped (unknown label or < {MIN_SPAN_S} s)")
+    print(f"corrections: {len(audio)} spans used, {skipped} skipped (unknown label or < {MIN_SPAN_S} s), "
+          f"{missing} whose media is gone")
     if not audio:
         return None
     x = features.extract_batch(audio, features.SAMPLE_RATE)
