@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from worker.pipeline.contracts import Word
-from worker.pipeline.emotion.classifier import SoftmaxClassifier
+from worker.pipeline.emotion.classifier import SoftmaxClassifier, weights_digest
 from worker.pipeline.emotion.labels import CANONICAL_LABELS
 
 NAME = "text-minilm"
@@ -129,13 +129,7 @@ class TextHead(SoftmaxClassifier):
 
     def digest(self) -> str:
         """sha256 over the arrays, the classes and the encoder: a new encoder is a new version."""
-        sha = hashlib.sha256()
-        for name, array in sorted(self.arrays().items()):
-            sha.update(name.encode())
-            sha.update(np.ascontiguousarray(array).tobytes())
-        sha.update(json.dumps(list(self.classes)).encode())
-        sha.update(self.encoder_sha256.encode())
-        return sha.hexdigest()
+        return weights_digest(self.arrays(), self.classes, self.encoder_sha256)
 
     @property
     def version(self) -> str:

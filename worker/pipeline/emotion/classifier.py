@@ -111,6 +111,17 @@ def leave_out(reference: dict[str, Any], x: np.ndarray) -> dict[str, Any] | None
             "includes_segment": False}
 
 
+def weights_digest(arrays: dict[str, np.ndarray], classes: tuple[str, ...], extra: str = "") -> str:
+    """sha256 over named arrays, the class list and `extra`: what a model version hashes."""
+    sha = hashlib.sha256()
+    for name, array in sorted(arrays.items()):
+        sha.update(name.encode())
+        sha.update(np.ascontiguousarray(array).tobytes())
+    sha.update(json.dumps(list(classes)).encode())
+    sha.update(extra.encode())
+    return sha.hexdigest()
+
+
 def speaker_normalise(
     x: np.ndarray, mean: np.ndarray, std: np.ndarray, n: np.ndarray | float, global_std: np.ndarray
 ) -> np.ndarray:
@@ -145,12 +156,7 @@ class EmbeddedWeights:
 
     def digest(self) -> str:
         """sha256 over the arrays themselves (zip timestamps must not change the version)."""
-        sha = hashlib.sha256()
-        for name, array in sorted(self.arrays().items()):
-            sha.update(name.encode())
-            sha.update(np.ascontiguousarray(array).tobytes())
-        sha.update(json.dumps(list(self.classes)).encode())
-        return sha.hexdigest()
+        return weights_digest(self.arrays(), self.classes)
 
     @property
     def version(self) -> str:
