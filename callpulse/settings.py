@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     device: str = "cpu"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     infer_batch_size: int = 16
+    # Dynamic batching on the infer queue (GPU workers): a task tops its own segments up with other
+    # recordings' waiting segments to this many (0: off, each task runs its own batch), waiting up to
+    # infer_max_wait_ms for them to arrive. Results go back to each recording as usual.
+    infer_max_batch: int = Field(default=0, ge=0, le=4096)
+    infer_max_wait_ms: int = Field(default=0, ge=0, le=10_000)
     # CPU inference scales with worker processes; a second intra-op thread per process measured
     # slower for one segment and no faster for batches of 16 on small models (docs/MODELS.md).
     torch_threads: int = 1

@@ -102,15 +102,30 @@ def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int)
 
 
 def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: Settings,
-                 model: EmotionModel, face_frames: bool) -> tuple[list[SegmentInput], list[uuid.UUID]]:
-    audio_by_rec: dict[uuid.UUID, DecodedAudio] = {}
+                 model: EmotionModel, face_frames: bool, borrowed: frozenset[uuid.UUID] = frozenset()
+                 ) -> tuple[list[SegmentInput], list[uuid.UUID]]:
+    """``borrowed``: recordings whose segments only joined to fill the batch (dynamic batching).
+    Their audio failing to load skips them (their own task meets and records the problem) rather
+    than failing the recording the task is for."""
+    audio_by_rec: dict[uuid.UUID, DecodedAudio | None] = {}
     inputs, keys = [], []
     for plan in plans:
         source = sources[plan.recording_id]
         if plan.recording_id not in audio_by_rec:
-            audio_by_rec[plan.recording_id] = _decoded(source, settings)
-            _make_references(source, audio_by_rec[plan.recording_id], model)
+            try:
+                audio_by_rec[plan.recording_id] = _decoded(source, settings)
+            except Exception:
+                if plan.recording_id not in borrowed:
+                    raise
+                log.warning("skipping borrowed recording %s: its audio did not load", plan.recording_id,
+                            exc_info=True)
+                audio_by_rec[plan.recording_id] = None
+            loaded = audio_by_rec[plan.recording_id]
+            if loaded is not None:
+                _make_references(source, loaded, model)
         audio = audio_by_rec[plan.recording_id]
+        if audio is None:
+            continue
         inputs.append(SegmentInput(
             key=str(plan.segment_id),
             audio=audio_store.slice_mono(audio, plan.channel, plan.start_s, plan.end_s),

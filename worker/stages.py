@@ -5,6 +5,7 @@ Celery tasks (worker/tasks.py) and the in-process `callpulse analyze` both call 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -184,10 +185,17 @@ def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) 
 def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel | None = None) -> Followups:
     """Run the emotion model on the segments still lacking its prediction; finish recordings."""
     model = model or runtime.emotion_model(settings)
+    _wait_for_a_fuller_batch(segment_ids, settings, model)
     with transaction() as s:
         segments = q.pending_segments(s, segment_ids, model.name, model.version)
         if not segments:
             return Followups()
+        own_recordings = {seg.recording_id for seg in segments}
+        if settings.infer_max_batch > len(segments):
+            # Dynamic batching: fill the batch with other recordings' waiting segments; their own
+            # messages later find them done (or started) and do nothing.
+            segments += q.pending_elsewhere(s, model.name, model.version, [seg.id for seg in segments],
+                                            settings.infer_max_batch - len(segments))
         for seg in segments:
             seg.infer_attempts += 1
             if seg.infer_attempts > settings.max_attempts:
@@ -212,7 +220,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     # Audio (and video frames) are read, or decoded again if the cache is gone, with no
     # transaction or lock held.
     inputs, keys = inference_inputs.build_inputs(plans, sources, settings, model,
-                                                 inference_inputs.wants_frames(model))
+                                                 inference_inputs.wants_frames(model),
+                                                 frozenset(sources) - own_recordings)
     results = _predict_isolating_failures(model, inputs)
 
     rows, failed = [], []
@@ -249,6 +258,22 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     for cache in caches:
         audio_store.drop_cache(cache)
     return followups
+
+
+def _wait_for_a_fuller_batch(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel) -> None:
+    """Up to CALLPULSE_INFER_MAX_WAIT_MS for other recordings' segments to arrive, when this message
+    alone would not fill CALLPULSE_INFER_MAX_BATCH (a GPU runs a full batch for the price of a small
+    one). Short read-only transactions: nothing is locked while waiting."""
+    if settings.infer_max_batch <= len(segment_ids) or settings.infer_max_wait_ms <= 0:
+        return
+    deadline = time.monotonic() + settings.infer_max_wait_ms / 1000
+    while time.monotonic() < deadline:
+        with transaction() as s:
+            others = q.pending_elsewhere(s, model.name, model.version, segment_ids,
+                                         settings.infer_max_batch - len(segment_ids))
+        if len(segment_ids) + len(others) >= settings.infer_max_batch:
+            return
+        time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
 
 
 def _predict_isolating_failures(

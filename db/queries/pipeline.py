@@ -89,6 +89,24 @@ def pending_segments(
     return list(session.scalars(_pending_filter(stmt, model_name, model_version)))
 
 
+def pending_elsewhere(session: Session, model_name: str, model_version: str, exclude: Iterable[uuid.UUID],
+                      limit: int) -> list[Segment]:
+    """Up to ``limit`` segments of other live recordings that no worker has started yet (attempts 0),
+    lacking this model's prediction, oldest recordings first: what a GPU worker adds to its own
+    message's segments to run a fuller batch (dynamic batching across recordings)."""
+    if limit <= 0:
+        return []
+    stmt = (
+        select(Segment)
+        .join(Recording, Recording.id == Segment.recording_id)
+        .where(Recording.status.in_([RecordingStatus.segmented.value, RecordingStatus.analyzing.value]),
+               Segment.infer_attempts == 0, Segment.id.not_in(list(exclude)))
+        .order_by(Recording.created_at, Segment.recording_id, Segment.index)
+        .limit(limit)
+    )
+    return list(session.scalars(_pending_filter(stmt, model_name, model_version)))
+
+
 def speaker_acoustics(session: Session, recording_id: uuid.UUID) -> dict[str, list[dict[str, Any]]]:
     rows = session.execute(
         select(Segment.speaker, Segment.acoustics).where(Segment.recording_id == recording_id)
