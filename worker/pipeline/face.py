@@ -52,20 +52,26 @@ class FaceObservation:
 # Frame sampling
 
 
+def _run(cmd: list[str], timeout_s: float, what: str) -> bytes:
+    """stdout of an ffmpeg/ffprobe call; FrameError naming `what` on a timeout or a failure."""
+    try:
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise FrameError(f"{what} timed out") from exc
+    if proc.returncode != 0:
+        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise FrameError(f"{what} failed ({lines[-1] if lines else 'unknown'})")
+    return proc.stdout
+
+
 def _probe_video(media_path: Path) -> tuple[int, int] | None:
     """Displayed (width, height) of the first real video stream; None when there is none."""
     if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg/ffprobe not found on PATH: install ffmpeg (apt-get install ffmpeg)")
     cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", str(media_path)]
+    stdout = _run(cmd, PROBE_TIMEOUT_S, f"probing {media_path.name}")
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=PROBE_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired as exc:
-        raise FrameError(f"probing {media_path.name} timed out") from exc
-    if proc.returncode != 0:
-        lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise FrameError(f"{media_path.name} is not readable media ({lines[-1] if lines else 'unknown'})")
-    try:
-        streams = json.loads(proc.stdout or b"{}").get("streams", [])
+        streams = json.loads(stdout or b"{}").get("streams", [])
     except ValueError as exc:
         raise FrameError(f"{media_path.name}: unreadable ffprobe output") from exc
     for s in streams:
@@ -114,17 +120,11 @@ def sample_frames(
             "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={out_w}:{out_h}",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
         ]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=FRAME_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as exc:
-            raise FrameError(f"reading a frame of {media_path.name} at {t:.2f} s timed out") from exc
-        if proc.returncode != 0:
-            lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise FrameError(f"{media_path.name}: frame decode failed ({lines[-1] if lines else 'unknown'})")
+        stdout = _run(cmd, FRAME_TIMEOUT_S, f"reading a frame of {media_path.name} at {t:.2f} s")
         expected = out_w * out_h * 3
-        if len(proc.stdout) < expected:
+        if len(stdout) < expected:
             continue  # seek past the last frame: nothing to show at this time
-        image = np.frombuffer(proc.stdout[:expected], dtype=np.uint8).reshape(out_h, out_w, 3).copy()
+        image = np.frombuffer(stdout[:expected], dtype=np.uint8).reshape(out_h, out_w, 3).copy()
         frames.append(VideoFrame(time_s=float(t), image=image))
     return frames
 
