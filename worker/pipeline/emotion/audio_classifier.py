@@ -91,16 +91,13 @@ def load_model(
     model_path: Path | None, device: str = "cpu", dtype: str = "auto", max_batch: int = DEFAULT_MAX_BATCH
 ) -> AudioClassifierModel:
     """Load a local checkpoint directory (local files only: no hub on these machines)."""
-    transformers = hf_common.require_transformers()
-    path = hf_common.require_checkpoint_dir(model_path, NAME)
-    torch_device = hf_common.resolve_device(device)
-    torch_dtype = hf_common.resolve_dtype(torch_device, dtype)
-    version = hf_common.checkpoint_version(path)
-    feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(path, local_files_only=True)
+    ckpt = hf_common.open_checkpoint(model_path, NAME, device, dtype)
+    transformers = ckpt.transformers
+    feature_extractor = transformers.AutoFeatureExtractor.from_pretrained(ckpt.path, local_files_only=True)
     model = transformers.AutoModelForAudioClassification.from_pretrained(
-        path, local_files_only=True, dtype=torch_dtype
+        ckpt.path, local_files_only=True, dtype=ckpt.dtype
     )
-    model.to(torch_device).eval()
-    backend = AudioClassifierModel(model, feature_extractor, version, max_batch)
+    model.to(ckpt.device).eval()
+    backend = AudioClassifierModel(model, feature_extractor, ckpt.version, max_batch)
     hf_common.warm_up(backend)
     return backend

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,25 @@ def resolve_dtype(device: torch.device, dtype: str) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What every transformers backend resolves before loading: where, on what, in which dtype."""
+
+    transformers: Any
+    path: Path
+    device: torch.device
+    dtype: torch.dtype
+    version: str
+
+
+def open_checkpoint(model_path: Path | None, backend: str, device: str, dtype: str) -> Checkpoint:
+    transformers = require_transformers()
+    path = require_checkpoint_dir(model_path, backend)
+    torch_device = resolve_device(device)
+    return Checkpoint(transformers, path, torch_device, resolve_dtype(torch_device, dtype),
+                      checkpoint_version(path))
 
 
 def _weight_files(path: Path) -> list[Path]:

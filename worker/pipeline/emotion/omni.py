@@ -328,19 +328,16 @@ def load_model(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_batch: int = DEFAULT_MAX_BATCH,
 ) -> OmniEmotionModel:
     """Load the thinker, tokenizer and Whisper feature extractor from a local directory."""
-    transformers = hf_common.require_transformers()
-    path = hf_common.require_checkpoint_dir(model_path, NAME)
-    torch_device = hf_common.resolve_device(device)
-    torch_dtype = hf_common.resolve_dtype(torch_device, dtype)
-    version = hf_common.checkpoint_version(path)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
-    feature_extractor = transformers.WhisperFeatureExtractor.from_pretrained(path, local_files_only=True)
+    ckpt = hf_common.open_checkpoint(model_path, NAME, device, dtype)
+    transformers = ckpt.transformers
+    tokenizer = transformers.AutoTokenizer.from_pretrained(ckpt.path, local_files_only=True)
+    feature_extractor = transformers.WhisperFeatureExtractor.from_pretrained(ckpt.path, local_files_only=True)
     model = transformers.Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        path, local_files_only=True, dtype=torch_dtype
+        ckpt.path, local_files_only=True, dtype=ckpt.dtype
     )
-    model.to(torch_device).eval()
-    backend = OmniEmotionModel(model, tokenizer, feature_extractor, version, max_new_tokens, max_batch,
-                               image_processor=_image_processor(transformers, path))
+    model.to(ckpt.device).eval()
+    backend = OmniEmotionModel(model, tokenizer, feature_extractor, ckpt.version, max_new_tokens, max_batch,
+                               image_processor=_image_processor(transformers, ckpt.path))
     hf_common.warm_up(backend)
     return backend
 
