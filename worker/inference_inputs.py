@@ -17,9 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
-from db.models import Recording, Segment, Transcript
+from db.models import Recording, Segment
 from db.queries import pipeline as q
-from worker.pipeline import audio_store, decode, prosody, transcript
+from db.queries.corrections import get_transcript
+from worker.pipeline import audio_store, decode, prosody
 from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
 from worker.pipeline.transcript_index import TranscriptIndex
 
@@ -74,9 +75,9 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
                  for speaker, items in q.speaker_acoustics(s, rec.id).items()}
     words: TranscriptIndex | None = None
     if settings.text_model_enabled:
-        row = s.get(Transcript, rec.id)
+        row = get_transcript(s, rec.id)
         if row is not None:
-            words = TranscriptIndex(transcript.from_rows(row.utterances))
+            words = TranscriptIndex.from_rows(row.utterances)
     references = dict((rec.speaker_references or {}).get(audio_version(model), {}))
     spans: dict[str, list[tuple[int, float, float]]] = {}
     if getattr(model, "uses_speaker_reference", hasattr(model, "speaker_reference")):

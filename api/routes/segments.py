@@ -15,7 +15,6 @@ from api.schemas import ErrorOut, EvidenceItem, ModelRef, TimelineSegment
 from api.schemas_quality import CorrectionIn, CorrectionOut
 from db.models import Prediction, Segment
 from db.queries import corrections as queries
-from worker.pipeline import transcript
 from worker.pipeline.transcript_index import TranscriptIndex
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
@@ -72,7 +71,7 @@ def get_segment(session: SessionDep, tenant: TenantDep, segment_id: uuid.UUID) -
     seg = _segment(session, tenant.id, segment_id)
     history = queries.predictions_of(session, seg.id)
     transcript_row = queries.get_transcript(session, seg.recording_id)
-    words = (TranscriptIndex(transcript.from_rows(transcript_row.utterances)).words(
+    words = (TranscriptIndex.from_rows(transcript_row.utterances).words(
         seg.start_s, seg.end_s, seg.channel) if transcript_row is not None else [])
     base = TimelineSegment.build(seg, history[0] if history else None, words, seg.correction)
     return SegmentDetail(**base.model_dump(), recording_id=seg.recording_id,

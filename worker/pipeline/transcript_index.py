@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
+from typing import Any
 
 from worker.pipeline.contracts import Word
-from worker.pipeline.transcript import Utterance, spread_words
+from worker.pipeline.transcript import Utterance, from_rows, spread_words
 
 
 class TranscriptIndex:
@@ -22,6 +23,11 @@ class TranscriptIndex:
         items.sort(key=lambda item: (item[0], item[2].start_s))
         self._mids = [mid for mid, _, _ in items]
         self._items = items
+
+    @classmethod
+    def from_rows(cls, rows: list[dict[str, Any]]) -> TranscriptIndex:
+        """From the stored form (`transcript.utterances`)."""
+        return cls(from_rows(rows))
 
     def __bool__(self) -> bool:
         return bool(self._items)

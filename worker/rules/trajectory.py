@@ -10,9 +10,9 @@ from threading import Lock
 
 from sqlalchemy.orm import Session
 
-from db.models import Prediction, RuleVersion, Segment, Transcript
+from db.models import Prediction, RuleVersion, Segment
+from db.queries.corrections import get_transcript
 from db.queries.recordings import timeline
-from worker.pipeline import transcript
 from worker.pipeline.transcript_index import TranscriptIndex
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition
@@ -55,10 +55,10 @@ def segment_texts(session: Session, recording_id: uuid.UUID,
                   rows: Sequence[tuple[Segment, Prediction | None]]) -> dict[uuid.UUID, str]:
     """The transcript words said inside each segment on its channel, for `words` conditions; empty
     when the recording has no transcript (then `words` is false everywhere)."""
-    row = session.get(Transcript, recording_id)
+    row = get_transcript(session, recording_id)
     if row is None:
         return {}
-    words = TranscriptIndex(transcript.from_rows(row.utterances))
+    words = TranscriptIndex.from_rows(row.utterances)
     return {seg.id: " ".join(w.text for w in words.words(seg.start_s, seg.end_s, seg.channel))
             for seg, _ in rows}
 
