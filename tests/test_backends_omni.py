@@ -112,16 +112,16 @@ def test_label_probabilities_read_from_the_answer_token(model: OmniEmotionModel)
 
 def test_recorder_sees_what_the_decoder_chose_from(model: OmniEmotionModel, monkeypatch) -> None:
     """During real generation the recorder keeps, per step and row, the label tokens' probabilities."""
-    from worker.pipeline.emotion import omni
+    from worker.pipeline.emotion import generative
 
-    recorders: list[omni._LabelProbabilityRecorder] = []
+    recorders: list[generative.LabelProbabilityRecorder] = []
 
-    class Spy(omni._LabelProbabilityRecorder):
+    class Spy(generative.LabelProbabilityRecorder):
         def __init__(self, token_ids) -> None:
             super().__init__(token_ids)
             recorders.append(self)
 
-    monkeypatch.setattr(omni, "_LabelProbabilityRecorder", Spy)
+    monkeypatch.setattr(generative, "LabelProbabilityRecorder", Spy)
     segments = speech_segments(2)
     generated = model._generate([model._prompt(s) for s in segments])
     assert len(generated) == 2 and all(isinstance(text, str) for text, _ in generated)
