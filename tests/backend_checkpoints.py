@@ -82,28 +82,30 @@ _TOKENIZER_CORPUS = [
 ]
 
 
-def build_omni_tokenizer(path: Path) -> None:
-    """A byte-level BPE (the Qwen2 tokenizer's kind) with Qwen2.5-Omni's special tokens."""
+def build_omni_tokenizer(path: Path, special_tokens: list[str] | None = None,
+                         corpus: list[str] | None = None) -> None:
+    """A byte-level BPE (the Qwen2 tokenizer's kind) with Qwen2.5-Omni's special tokens (or the
+    given ones), trained on the prompts' own words (or the given text)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2TokenizerFast
+
+    special_tokens = special_tokens or OMNI_SPECIAL_TOKENS
+    named = {"<|AUDIO|>": "audio_token", "<|audio_bos|>": "audio_bos_token",
+             "<|audio_eos|>": "audio_eos_token", "<|IMAGE|>": "image_token", "<|VIDEO|>": "video_token",
+             "<|vision_bos|>": "vision_bos_token", "<|vision_eos|>": "vision_eos_token"}
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600, special_tokens=OMNI_SPECIAL_TOKENS,
+        vocab_size=600, special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    bpe.train_from_iterator(_TOKENIZER_CORPUS * 20, trainer=trainer)
+    bpe.train_from_iterator((corpus or _TOKENIZER_CORPUS) * 20, trainer=trainer)
     tokenizer = Qwen2TokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None,
         bos_token=None,
-        extra_special_tokens={
-            "audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>",
-            "audio_eos_token": "<|audio_eos|>",
-            "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
-            "vision_eos_token": "<|vision_eos|>",
-        },
+        extra_special_tokens={name: token for token, name in named.items() if token in special_tokens},
     )
     tokenizer.save_pretrained(path)
 

@@ -18,6 +18,7 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parent.parent
 # The shipped example call: 36 s stereo of real read speech, agent on channel 0, customer on 1.
 EXAMPLE = ROOT / "callpulse" / "examples" / "demo_call.ogg"
+FACE_SAMPLE = ROOT / "tests" / "data" / "face_sample.jpg"  # public-domain photo (tests/data/README)
 
 
 @contextmanager

@@ -21,7 +21,8 @@ from sqlalchemy import select
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
 from tests.backend_checkpoints import EXAMPLE, build_audio_classifier, build_omni
-from tests.support import running_worker
+from tests.r1_omni_checkpoint import build_release
+from tests.support import FACE_SAMPLE, running_worker
 from worker.celery_app import QUEUES, TASK_ROUTES
 from worker.pipeline.emotion import labels
 
@@ -37,7 +38,8 @@ def _sender() -> Celery:
     return app
 
 
-CHECKPOINT_NAMES = {"audio-classifier": "tiny-wav2vec2-emotion@", "omni": "qwen2.5-omni-thinker"}
+CHECKPOINT_NAMES = {"audio-classifier": "tiny-wav2vec2-emotion@", "omni": "qwen2.5-omni-thinker",
+                    "r1-omni": "tiny-r1-omni@"}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,17 @@ def call_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module", params=["audio-classifier", "omni"])
+@pytest.fixture(scope="module")
+def call_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example call with a face on screen: r1-omni gets frames through the real infer stage."""
+    out = tmp_path_factory.mktemp("media") / "call.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-loop", "1", "-framerate", "2", "-i", str(FACE_SAMPLE),
+                    "-i", str(EXAMPLE), "-c:v", "libx264", "-tune", "stillimage", "-pix_fmt", "yuv420p",
+                    "-vf", "scale=160:-2", "-c:a", "aac", "-shortest", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module", params=["audio-classifier", "omni", "r1-omni"])
 def backend_worker(
     request: pytest.FixtureRequest, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Celery]]:
@@ -57,6 +69,8 @@ def backend_worker(
     backend = request.param
     if backend == "omni":
         checkpoint = build_omni(tmp_path_factory.mktemp("qwen2.5-omni-thinker"))
+    elif backend == "r1-omni":
+        checkpoint = build_release(tmp_path_factory.mktemp("r1-omni"))
     else:
         checkpoint = build_audio_classifier(tmp_path_factory.mktemp("wav2vec2-emotion"))
     redis.Redis.from_url(BROKER).flushdb()
@@ -69,11 +83,12 @@ def backend_worker(
     redis.Redis.from_url(BROKER).flushdb()
 
 
-def test_backend_through_real_worker(backend_worker, make_tenant, call_wav) -> None:
+def test_backend_through_real_worker(backend_worker, make_tenant, call_wav, call_mp4) -> None:
     backend, sender = backend_worker
+    media = call_mp4 if backend == "r1-omni" else call_wav
     tenant_id, _ = make_tenant(["customer"])
     with transaction() as s:
-        rec = Recording(tenant_id=tenant_id, filename=call_wav.name, media_uri=str(call_wav),
+        rec = Recording(tenant_id=tenant_id, filename=media.name, media_uri=str(media),
                         channel_roles={"0": "agent", "1": "customer"})
         s.add(rec)
         s.flush()
@@ -107,5 +122,7 @@ def test_backend_through_real_worker(backend_worker, make_tenant, call_wav) -> N
             assert abs(sum(prediction.scores.values()) - 1.0) < 1e-3
             assert prediction.reasoning and prediction.reasoning[0]["cue"] == "classifier"
             assert 0.0 <= prediction.confidence <= 1.0
+            if backend == "r1-omni":  # the infer stage sampled the model's 8 frames for each segment
+                assert prediction.modalities["audio"]["frames"] == 8
             for item in prediction.reasoning:
                 assert segment.start_s - 1e-6 <= item["start_s"] <= item["end_s"] <= segment.end_s + 1e-6

@@ -132,6 +132,22 @@ def test_frames_from_a_real_video_are_inside_the_span(face_video: Path, model: F
 
 
 @needs_ffmpeg
+def test_each_frame_is_the_one_at_its_slice_centre(tmp_path: Path) -> None:
+    """One ffmpeg run per segment must still land on the right moments: a clip whose brightness
+    encodes its time (grey level 50·t at 10 fps) read back at the slice centres."""
+    clip = tmp_path / "clock.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i",
+                    "nullsrc=s=32x32:r=10:d=5,geq=lum='50*T':cb=128:cr=128", "-c:v", "libx264",
+                    "-qp", "0", "-pix_fmt", "yuv444p", str(clip)], check=True)
+    frames = sample_frames(clip, 0.4, 4.4, count=4)  # centres 0.9, 1.9, 2.9, 3.9 s
+    assert [f.time_s for f in frames] == pytest.approx([0.9, 1.9, 2.9, 3.9])
+    # Luma 50·t read back as RGB through the video (limited) range: (Y − 16) · 255/219. One frame
+    # (0.1 s) early or late would be 5.8 levels off.
+    levels = [float(f.image.mean()) for f in frames]
+    assert levels == pytest.approx([(50 * t - 16) * 255 / 219 for t in (0.9, 1.9, 2.9, 3.9)], abs=2.5)
+
+
+@needs_ffmpeg
 def test_frames_are_scaled_to_max_side(face_video: Path) -> None:
     frames = sample_frames(face_video, 0.0, 4.0, count=2, max_side=200)
     assert len(frames) == 2

@@ -110,6 +110,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
     than failing the recording the task is for."""
     audio_by_rec: dict[uuid.UUID, DecodedAudio | None] = {}
     inputs, keys = [], []
+    count = frame_count(model, settings)
     for plan in plans:
         source = sources[plan.recording_id]
         if plan.recording_id not in audio_by_rec:
@@ -139,7 +140,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             speaker_reference=_reference_for(source, plan),
             words=(source.transcript.words(plan.start_s, plan.end_s, plan.channel)
                    if source.transcript else []),
-            frames=_frames(source, plan, settings) if face_frames and source.has_video else [],
+            frames=_frames(source, plan, count) if face_frames and source.has_video else [],
         ))
         keys.append(plan.segment_id)
     return inputs, keys
@@ -174,12 +175,19 @@ def _reference_for(source: Source, plan: Plan) -> dict[str, Any] | None:
     return reference
 
 
-def _frames(source: Source, plan: Plan, settings: Settings) -> list[VideoFrame]:
+def frame_count(model: EmotionModel, settings: Settings) -> int:
+    """Frames per segment: what an audio+video backend was trained on (r1-omni: 8), else the
+    setting (face model, omni)."""
+    wanted = getattr(getattr(model, "audio", model), "frames_per_segment", None)
+    return int(wanted) if wanted else settings.frames_per_segment
+
+
+def _frames(source: Source, plan: Plan, count: int) -> list[VideoFrame]:
     from worker.pipeline import face
 
     try:
         return face.sample_frames(Path(source.media_uri), plan.start_s, plan.end_s,
-                                  count=settings.frames_per_segment)
+                                  count=count)
     except Exception as exc:  # FrameError, a missing ffprobe, odd metadata: never fail the batch
         # Voice (and words) still decide; the reasoning simply has no face evidence.
         log.warning("no frames for segment %s: %s", plan.segment_id, exc)

@@ -6,6 +6,7 @@ classified by a small CNN trained on FER2013 48×48 grayscale faces (see face_tr
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -99,34 +100,41 @@ def sample_frames(
     """``count`` frames evenly spread inside [start_s, end_s] (centres of equal slices), RGB uint8.
 
     Returns [] for media without a video stream; raises FrameError for a broken file. Times past the
-    end of the video simply yield no frame.
+    end of the video simply yield no frame. One ffmpeg run per segment: it seeks to the first centre
+    and keeps one frame per slice (the fps filter picks the frame nearest each centre), so r1-omni's
+    8 frames cost one process, not eight.
     """
     media_path = Path(media_path)  # callers may hand over a str
     if count <= 0 or end_s < start_s:
         return []
-    size = _probe_video(media_path)
+    stat = media_path.stat()
+    size = _probe_cached(str(media_path), stat.st_mtime_ns, stat.st_size)
     if size is None:
         return []
     width, height = size
     scale = min(1.0, max_side / max(width, height))
-    # Even sizes keep every pixel format happy; the frame we read back must match exactly.
+    # Even sizes keep every pixel format happy; the frames we read back must match exactly.
     out_w, out_h = max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
-    step = (end_s - start_s) / count
-    frames: list[VideoFrame] = []
-    for i in range(count):
-        t = start_s + (i + 0.5) * step
-        cmd = [
-            "ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(t, 0.0):.3f}", "-i", str(media_path),
-            "-map", "0:v:0", "-frames:v", "1", "-vf", f"scale={out_w}:{out_h}",
-            "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
-        ]
-        stdout = _run(cmd, FRAME_TIMEOUT_S, f"reading a frame of {media_path.name} at {t:.2f} s")
-        expected = out_w * out_h * 3
-        if len(stdout) < expected:
-            continue  # seek past the last frame: nothing to show at this time
-        image = np.frombuffer(stdout[:expected], dtype=np.uint8).reshape(out_h, out_w, 3).copy()
-        frames.append(VideoFrame(time_s=float(t), image=image))
+    step = max((end_s - start_s) / count, 1e-3)
+    first = start_s + 0.5 * step
+    cmd = [
+        "ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(first, 0.0):.3f}", "-i", str(media_path),
+        "-map", "0:v:0", "-vf", f"fps={1.0 / step:.6f}:round=up,scale={out_w}:{out_h}",
+        "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
+    ]
+    stdout = _run(cmd, FRAME_TIMEOUT_S, f"reading {count} frames of {media_path.name} at {start_s:.2f} s")
+    frame_bytes = out_w * out_h * 3
+    frames = []
+    for i in range(min(count, len(stdout) // frame_bytes)):
+        image = np.frombuffer(stdout[i * frame_bytes: (i + 1) * frame_bytes], dtype=np.uint8)
+        frames.append(VideoFrame(time_s=float(first + i * step), image=image.reshape(out_h, out_w, 3).copy()))
     return frames
+
+
+@functools.lru_cache(maxsize=64)
+def _probe_cached(media_path: str, mtime_ns: int, size: int) -> tuple[int, int] | None:
+    """One ffprobe per media file (and version of it) per process, not one per segment."""
+    return _probe_video(Path(media_path))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -158,6 +158,8 @@ class MultimodalModel:
         answers = [ModalityAnswer("audio", self.audio.name, self.audio.version, audio.scores)]
         evidence: list[Evidence] = list(audio.evidence)
         extra: dict[str, dict[str, Any]] = {}
+        if seg.frames and getattr(self.audio, "uses_frames", False):
+            extra["audio"] = {"frames": len(seg.frames)}  # this answer saw the face too
         if text is not None and self.text is not None:
             answers.append(ModalityAnswer("text", self.text.name, self.text.version, dict(text.scores)))
             evidence += reasoning.text_evidence(text, seg.start_s, seg.end_s)

@@ -33,12 +33,6 @@ def load_backend(
         raise BackendUnavailable(f"unknown emotion backend {backend!r}; known: {', '.join(BACKENDS)}")
     from worker.pipeline.emotion.hf_common import INSTALL_HINT, MissingDependency
 
-    if backend == "r1-omni":
-        raise BackendUnavailable(
-            "emotion backend 'r1-omni' (the released R1-Omni/HumanOmni-0.5B layout) is not implemented in "
-            "this build yet (installing the [gpu] extra does not add it); use 'omni' with a "
-            "Qwen2.5-Omni-family checkpoint, or 'audio-classifier' (docs/MODELS.md)"
-        )
     if model_path is None:
         raise BackendUnavailable(
             f"emotion backend {backend!r} needs the [gpu] extra ({INSTALL_HINT}) and a local checkpoint "
@@ -50,12 +44,16 @@ def load_backend(
             from worker.pipeline.emotion import audio_classifier
 
             return audio_classifier.load_model(model_path, device, dtype)
-        from worker.pipeline.emotion import omni
-
         if max_new_tokens is None:
             from callpulse.settings import get_settings
 
             max_new_tokens = get_settings().omni_max_new_tokens
+        if backend == "r1-omni":
+            from worker.pipeline.emotion import r1_omni
+
+            return r1_omni.load_model(model_path, device, dtype, max_new_tokens=max_new_tokens)
+        from worker.pipeline.emotion import omni
+
         return omni.load_model(model_path, device, dtype, max_new_tokens=max_new_tokens)
     except MissingDependency as exc:
         raise BackendUnavailable(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,15 +83,17 @@ class Checkpoint:
     version: str
 
 
-def open_checkpoint(model_path: Path | None, backend: str, device: str, dtype: str) -> Checkpoint:
+def open_checkpoint(model_path: Path | None, backend: str, device: str, dtype: str,
+                    companions: Sequence[Path] = ()) -> Checkpoint:
+    """`companions`: directories whose weights the model also loads (r1-omni's towers)."""
     transformers = require_transformers()
     path = require_checkpoint_dir(model_path, backend)
     torch_device = resolve_device(device)
     return Checkpoint(transformers, path, torch_device, resolve_dtype(torch_device, dtype),
-                      checkpoint_version(path))
+                      checkpoint_version(path, companions))
 
 
-def _weight_files(path: Path) -> list[Path]:
+def weight_files(path: Path) -> list[Path]:
     """The checkpoint's weight files: the single file, or every shard its index names."""
     for candidate in WEIGHT_FILES:
         weights = path / candidate
@@ -115,10 +118,11 @@ def _weights_digest(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_version(path: Path) -> str:
+def checkpoint_version(path: Path, companions: Sequence[Path] = ()) -> str:
     """`<name>@<hash8>`: the config's `_name_or_path` (or the directory name) plus a short hash of
-    the weights (all shards of a sharded checkpoint), so two fine-tunes saved under the same name
-    never share prediction rows. Call it before loading (see _weights_digest)."""
+    the weights (all shards of a sharded checkpoint, and of any companion directories the model
+    also loads), so two fine-tunes saved under the same name never share prediction rows. Call it
+    before loading (see _weights_digest)."""
     name = path.name
     try:
         config = json.loads((path / "config.json").read_text())
@@ -127,7 +131,8 @@ def checkpoint_version(path: Path) -> str:
             name = stored
     except (OSError, ValueError):
         pass
-    return f"{name}@{_weights_digest(_weight_files(path))[:8]}"
+    files = weight_files(path) + [f for extra in companions for f in weight_files(extra)]
+    return f"{name}@{_weights_digest(files)[:8]}"
 
 
 def warm_up(model: Any, sample_rate: int = 16_000) -> None:
