@@ -3,7 +3,9 @@ randomly initialised checkpoints built on the spot (no downloads), on real speec
 the shipped example call.
 
 Sizes: `small` stand-ins run on a laptop CPU in a minute or two; `real` uses the published
-architectures (wav2vec2-large-sized classifier, Qwen2.5-Omni-3B thinker) and is meant for a GPU.
+architectures (wav2vec2-large-sized classifier, Qwen2.5-Omni-3B thinker, HumanOmni-0.5B for r1-omni)
+and is meant for a GPU. r1-omni segments carry 8 video frames (random pixels) as video calls do;
+`--r1-audio-only` leaves them out.
 Random weights almost never emit the end-of-sequence token, so omni generations run the full
 `--max-new-tokens`: the figures are the worst case for that budget. The omni tokenizer is the
 small test BPE (tests/backend_checkpoints.py), which needs fewer tokens for the prompt text than
@@ -108,6 +110,34 @@ def build_omni(path: Path, size: str) -> Path:
     return path
 
 
+def build_r1_omni(path: Path, size: str) -> Path:
+    from tests.r1_omni_checkpoint import HUMANOMNI_05B, ReleaseSizes, build_release
+
+    small = ReleaseSizes(
+        vision={"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4,
+                "num_attention_heads": 4, "image_size": 224, "patch_size": 16},
+        lm={"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+            "num_key_value_heads": 2},
+        whisper={"d_model": 256, "encoder_layers": 4, "encoder_attention_heads": 4, "encoder_ffn_dim": 1024},
+        bert={"hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 1024},
+        name="humanomni-small-random")
+    return build_release(path, sizes=HUMANOMNI_05B if size == "real" else small)
+
+
+def with_frames(items: list[Any], count: int = 8) -> list[Any]:
+    """Video-call segments: `count` 640×360 frames each (random pixels; the cost is the same)."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from worker.pipeline.contracts import VideoFrame
+
+    rng = np.random.default_rng(0)
+    return [replace(s, frames=[VideoFrame(s.start_s, rng.integers(0, 255, (360, 640, 3), dtype=np.uint8))
+                               for _ in range(count)]) for s in items]
+
+
 def segments(count: int, seconds: float) -> list[Any]:
     """`count` segments of `seconds` of real speech, cycling through the example call."""
     import numpy as np
@@ -150,12 +180,15 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--size", choices=("small", "real"), default="small")
-    parser.add_argument("--backends", default="audio-classifier,omni")
+    parser.add_argument("--backends", default="audio-classifier,omni,r1-omni")
     parser.add_argument("--segment-seconds", type=float, default=5.0)
     parser.add_argument("--classifier-batches", default="1,8,16")
     parser.add_argument("--classifier-segments", type=int, default=32)
     parser.add_argument("--omni-batches", default="1,4")
     parser.add_argument("--omni-segments", type=int, default=8)
+    parser.add_argument("--r1-batches", default="1,4")
+    parser.add_argument("--r1-segments", type=int, default=8)
+    parser.add_argument("--r1-audio-only", action="store_true")
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on CPU")
     parser.add_argument("--json", type=Path)
@@ -195,6 +228,18 @@ def _measure(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> in
         items = segments(args.omni_segments, args.segment_seconds)
         for batch in (int(b) for b in args.omni_batches.split(",")):
             row = {"backend": "omni", **run(model, items, batch, args.device)}
+            report["results"].append(row)
+            print(json.dumps(row), flush=True)
+        del model
+    if "r1-omni" in wanted:
+        path = build_r1_omni(work / "r1-omni", args.size)
+        model = load_backend("r1-omni", path, args.device, args.dtype, max_new_tokens=args.max_new_tokens)
+        items = segments(args.r1_segments, args.segment_seconds)
+        if not args.r1_audio_only:
+            items = with_frames(items)
+        for batch in (int(b) for b in args.r1_batches.split(",")):
+            row = {"backend": "r1-omni", "frames": 0 if args.r1_audio_only else 8,
+                   **run(model, items, batch, args.device)}
             report["results"].append(row)
             print(json.dumps(row), flush=True)
     if args.json:

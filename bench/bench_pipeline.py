@@ -91,8 +91,8 @@ def main() -> int:
     segs = segment.run(vad, audio, {0: "agent", 1: "customer"}, cfg)
     vad_s = time.perf_counter() - t
     t = time.perf_counter()
-    for s in segs:
-        prosody.measure(audio_store.slice_mono(audio, s.channel, s.start_s, s.end_s), audio.sample_rate)
+    for seg in segs:
+        prosody.measure(audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s), audio.sample_rate)
     prosody_s = time.perf_counter() - t
 
     # Bare loop: the analyzed segments only, same audio slices, same batch size, no DB, no queue.

@@ -142,6 +142,8 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
         self.sample_rate = int(getattr(feature_extractor, "sampling_rate", 16_000))
         self.frames_per_segment = int(num_frames)  # what the infer stage samples for us
         self.eos_token_ids = eos_token_ids or [int(tokenizer.eos_token_id)]
+        pad = tokenizer.pad_token_id  # id 0 is a real token: test for None, not falsiness
+        self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
         self.fill = list(getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5])
         super().__init__(tokenizer, version, max_new_tokens, max_batch)
 
@@ -214,7 +216,7 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
                 inputs_embeds=embeds, attention_mask=mask, max_new_tokens=self.max_new_tokens,
                 do_sample=False, logits_processor=self._logits_processors(recorder),
                 eos_token_id=self.eos_token_ids,
-                pad_token_id=self.tokenizer.pad_token_id or self.eos_token_ids[0],
+                pad_token_id=self.pad_token_id,
             )
         # With only inputs_embeds, generate returns just the new tokens.
         return self._decode(output, recorder)
