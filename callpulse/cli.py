@@ -22,10 +22,12 @@ BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
 def _apply_model_overrides(args: argparse.Namespace) -> None:
     """Options win over CALLPULSE_* variables; exporting them also reaches worker child processes."""
     for option, env in (("backend", "MODEL_BACKEND"), ("model_path", "MODEL_PATH"), ("device", "DEVICE"),
-                        ("database_url", "DATABASE_URL")):
+                        ("database_url", "DATABASE_URL"), ("asr_model", "ASR_MODEL_PATH")):
         value = getattr(args, option, None)
         if value:
             os.environ[f"CALLPULSE_{env}"] = str(value)
+    if getattr(args, "asr_model", None):
+        os.environ["CALLPULSE_ASR_ENABLED"] = "true"
     get_settings.cache_clear()
 
 
@@ -120,7 +122,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     followups = stages.sweep(get_settings())
     enqueue(followups)
     print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
-                      "completed": len(followups.completed)}))
+                      "transcribe": len(followups.transcribe), "completed": len(followups.completed)}))
     return 0
 
 
@@ -236,6 +238,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transcript", metavar="TRANSCRIPT",
                    help="the call's transcript from your own ASR (JSON or WebVTT, docs/TRANSCRIPTS.md), "
                    "for a single FILE: its words feed the text model and show in the output")
+    p.add_argument("--asr-model", metavar="DIR",
+                   help="a local Whisper checkpoint directory (transformers format, needs the [gpu] "
+                   "extra): files without --transcript are transcribed with it first, so their words "
+                   "feed the text model and show in the output (docs/TRANSCRIPTS.md)")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
     p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")
@@ -255,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a Celery worker on the given queues")
     p.add_argument("--queues", default="ingest,infer,rules,notify",
-                   help="comma list among ingest,infer,rules,notify (default: all)")
+                   help="comma list among ingest,infer,rules,notify,asr (default: all but asr, which "
+                   "needs CALLPULSE_ASR_MODEL_PATH: our own speech recognition, docs/TRANSCRIPTS.md)")
     p.add_argument("--concurrency", type=int, help="worker processes (default: CPU count)")
     p.add_argument("--pool", choices=("prefork", "solo", "threads"), help="Celery pool (default prefork)")
     p.add_argument("--beat", action="store_true", help="also run the periodic sweeps (stuck recordings, "

@@ -106,6 +106,9 @@ def analyze_files(
 
         try:
             followups = stages.ingest(rec_id, settings)
+            if followups.transcribe:  # --asr-model and no --transcript: words first, as a worker does
+                progress.update(n, path.name, "transcribing")
+                followups = _transcribe(rec_id, settings, progress)
             total = sum(len(b) for b in followups.infer_batches)
             done = 0
             for batch in followups.infer_batches:
@@ -121,6 +124,18 @@ def analyze_files(
         progress.update(n, path.name, f"{result['status']}: {len(result['segments'])} segments, "
                         f"{elapsed:.1f} s ({speed:.0f}x real time)", final=True)
         yield result
+
+
+def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> stages.Followups:
+    """The asr stage in-process; whatever goes wrong there, the file is still analyzed by voice."""
+    from worker import asr_stage
+
+    try:
+        return asr_stage.transcribe_recording(rec_id, settings)
+    except Exception as exc:
+        log.exception("ASR of recording %s failed", rec_id)
+        progress.warn(f"speech recognition failed ({type(exc).__name__}: {exc}); analyzing without words")
+        return asr_stage.continue_without_words(rec_id, settings, f"{type(exc).__name__}: {exc}")
 
 
 def _transcript(path: Path | None, info: decode.MediaInfo, roles: dict[str, str]) -> tuple[

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
+    # --- Our own speech recognition (issue 4, worker/pipeline/asr.py) ---
+    # Calls uploaded without a transcript get one from a local Whisper checkpoint (transformers)
+    # before emotion inference, on the `asr` queue (docs/TRANSCRIPTS.md). Device and dtype are the
+    # `device`/`dtype` settings above.
+    asr_enabled: bool = False
+    asr_model_path: Path | None = None
+    # Language code for every call ("en"); a recording's own `language` wins; None: detected.
+    asr_language: str | None = None
+    # 30 s windows decoded at once (halved automatically when the GPU runs out of memory).
+    asr_batch_size: int = Field(default=8, ge=1, le=256)
+
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.
     stuck_after_s: float = 600.0

@@ -17,7 +17,8 @@ def test_compose_declares_the_stack() -> None:
     gpu = services["worker-gpu"]
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
-    assert "infer" in gpu["command"]
+    gpu_queues = gpu["command"][gpu["command"].index("--queues") + 1].split(",")
+    assert "infer" in gpu_queues
 
     for name in ("api", "worker-cpu", "worker-gpu", "migrate"):
         env = services[name]["environment"]
@@ -27,6 +28,15 @@ def test_compose_declares_the_stack() -> None:
     for name in ("api", "worker-cpu", "worker-gpu"):
         assert any(v.startswith("media:") for v in services[name]["volumes"])
     assert services["api"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+    # Our own ASR: the GPU worker consumes the asr queue with a local Whisper checkpoint; whether calls
+    # go there is decided where ingest and the sweep run, so every worker sees CALLPULSE_ASR_ENABLED.
+    from worker.celery_app import QUEUES
+
+    assert "asr" in gpu_queues and set(gpu_queues) <= set(QUEUES)
+    assert gpu["environment"]["CALLPULSE_ASR_MODEL_PATH"].startswith("/models/")
+    for name in ("worker-cpu", "worker-gpu"):
+        assert "CALLPULSE_ASR_ENABLED" in services[name]["environment"]
     assert set(compose["volumes"]) >= {"pgdata", "media"}
 
 

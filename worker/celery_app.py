@@ -9,7 +9,7 @@ from kombu import Exchange, Queue
 
 from callpulse.settings import get_settings
 
-QUEUES = ("ingest", "infer", "rules", "notify")
+QUEUES = ("ingest", "infer", "rules", "notify", "asr")
 
 # Routing by task name: the broker carries ids only, Postgres holds the truth.
 TASK_ROUTES = {
@@ -18,6 +18,8 @@ TASK_ROUTES = {
     "callpulse.infer_segments": {"queue": "infer"},
     # The infer worker runs the model, so it is the one that knows which version rescoring targets.
     "callpulse.rescore_recording": {"queue": "infer"},
+    # Our own speech recognition (optional, GPU): the worker that holds the Whisper model.
+    "callpulse.transcribe_recording": {"queue": "asr"},
     "callpulse.rules.*": {"queue": "rules"},
     "callpulse.notify.*": {"queue": "notify"},
 }

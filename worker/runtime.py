@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from callpulse.settings import Settings
-from worker.pipeline import fusion, segment
+from worker.pipeline import asr, fusion, segment
 from worker.pipeline.contracts import EmotionModel
 from worker.pipeline.emotion import load_backend
 
@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _emotion: dict[tuple[Any, ...], EmotionModel] = {}
 _vad: Any = None
+_asr: dict[tuple[str, str, str], asr.AsrModel] = {}
 
 
 def emotion_model(settings: Settings) -> EmotionModel:
@@ -70,11 +71,26 @@ def vad_model() -> Any:
         return _vad
 
 
+def asr_model(settings: Settings) -> asr.AsrModel:
+    """The Whisper checkpoint of CALLPULSE_ASR_MODEL_PATH, loaded on the first asr task of this
+    process (only asr workers pay for it). A failure (AsrUnavailable) is not remembered: fixing the
+    directory needs no worker restart."""
+    key = (str(settings.asr_model_path or ""), settings.device, settings.dtype)
+    with _lock:
+        if key not in _asr:
+            if settings.torch_threads > 0:
+                torch.set_num_threads(settings.torch_threads)
+            log.info("loading ASR model %s on %s", settings.asr_model_path, settings.device)
+            _asr[key] = asr.load_model(settings.asr_model_path, settings.device, settings.dtype)
+        return _asr[key]
+
+
 def release() -> None:
     """Drop model references so their memory (and any GPU memory) is freed on shutdown."""
     global _vad
     with _lock:
         _emotion.clear()
+        _asr.clear()
         _vad = None
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # hand cached blocks back so the next process on the GPU gets them

@@ -17,6 +17,7 @@ from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, Segment, utcnow
 from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
+from db.queries.corrections import get_transcript
 from db.session import transaction
 from worker import inference_inputs, runtime
 from worker.pipeline import audio_store, decode, prosody, segment
@@ -46,6 +47,8 @@ class Followups:
     evaluate_rules: list[uuid.UUID] = field(default_factory=list)
     # Recordings that failed: publish recording.failed.
     failed: list[uuid.UUID] = field(default_factory=list)
+    # Recordings whose words come from our own ASR before inference (worker/asr_stage.py).
+    transcribe: list[uuid.UUID] = field(default_factory=list)
 
 
 def batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
@@ -170,7 +173,17 @@ def _resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
         followups = Followups()
         audio_store.drop_cache(_complete(s, rec, settings, followups))
         return followups
+    if waits_for_asr(s, rec, settings):
+        return Followups(transcribe=[rec.id])  # the asr stage enqueues this inference after it
     return Followups(infer_batches=batches(pending, settings.infer_batch_size))
+
+
+def waits_for_asr(s: Any, rec: Recording, settings: Settings) -> bool:
+    """Words before emotion: with our own ASR on, a call the client sent no transcript for is
+    transcribed before its first inference (status still segmented); once inference has begun,
+    the words would come too late for it."""
+    return (settings.asr_enabled and rec.status == RecordingStatus.segmented.value
+            and get_transcript(s, rec.id) is None)
 
 
 def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) -> Path:
@@ -331,7 +344,9 @@ def sweep(settings: Settings) -> Followups:
                 followups.ingest.append(rec.id)
                 continue
             pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
-            if pending:
+            if pending and waits_for_asr(s, rec, settings):
+                followups.transcribe.append(rec.id)  # its asr message was lost, or waits in the queue
+            elif pending:
                 followups.infer_batches.extend(batches(pending, settings.infer_batch_size))
             else:
                 caches.append(_complete(s, rec, settings, followups))

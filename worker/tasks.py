@@ -34,7 +34,13 @@ def enqueue(followups: stages.Followups) -> None:
         ingest_recording.delay(str(rec_id))
     for batch in followups.infer_batches:
         infer_segments.delay([str(i) for i in batch])
+    for rec_id in followups.transcribe:
+        transcribe_recording.delay(str(rec_id))
     enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 def _give_up_or_retry(
@@ -42,7 +48,7 @@ def _give_up_or_retry(
 ) -> None:
     # recording_ids is only called on the give-up path: while the database is down, looking them
     # up would raise again here and lose the retry.
-    transient = isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    transient = _is_transient(exc)
     if transient or task.request.retries < MAX_RETRIES:
         raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES * 4
                          if transient else MAX_RETRIES)
@@ -70,6 +76,25 @@ def infer_segments(self: Task, segment_ids: list[str]) -> None:
         enqueue(stages.infer(ids, get_settings()))
     except Exception as exc:
         _give_up_or_retry(self, exc, lambda: stages.recordings_of(ids), "inference")
+
+
+@app.task(bind=True, name="callpulse.transcribe_recording")
+def transcribe_recording(self: Task, recording_id: str) -> None:
+    """Our own ASR before inference. Unlike the other stages, giving up never fails the call: it is
+    analyzed without words (worker/asr_stage.py)."""
+    from worker import asr_stage
+
+    rec_id = uuid.UUID(recording_id)
+    try:
+        followups = asr_stage.transcribe_recording(rec_id, get_settings())
+    except Exception as exc:
+        if _is_transient(exc) or self.request.retries < MAX_RETRIES:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries),
+                             max_retries=MAX_RETRIES * 4 if _is_transient(exc) else MAX_RETRIES) from exc
+        log.exception("ASR gave up after %d retries", self.request.retries)
+        followups = asr_stage.continue_without_words(
+            rec_id, get_settings(), f"ASR failed: {type(exc).__name__}: {exc}"[:500])
+    enqueue(followups)
 
 
 @app.task(bind=True, name="callpulse.rescore_recording")
