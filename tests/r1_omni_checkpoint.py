@@ -62,6 +62,15 @@ HUMANOMNI_05B = ReleaseSizes(
 )
 
 
+# A ChatML template that adds a default system turn when none is given, as Qwen2's does.
+QWEN2_STYLE_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
 def build_towers(root: Path, seed: int = 0, sizes: ReleaseSizes = TINY) -> dict[str, Path]:
     """SigLIP (text + vision, as google/siglip-base-patch16-224 is published), Whisper (encoder +
     decoder, as openai/whisper-large-v3) and BERT-base-style directories with their processors."""
@@ -137,6 +146,8 @@ def build_release(root: Path, seed: int = 0, towers_inside: bool = False, sizes:
     path = root / "R1-Omni-tiny"
     build_omni_tokenizer(path, R1_SPECIAL_TOKENS, _CORPUS)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    tokenizer.chat_template = QWEN2_STYLE_TEMPLATE
+    tokenizer.save_pretrained(path)
     config = release_config(len(tokenizer), sizes)
     (path / "config.json").write_text(json.dumps(config, indent=2))
     GenerationConfig(eos_token_id=[tokenizer.convert_tokens_to_ids("<|im_end|>")],

@@ -19,7 +19,13 @@ from tests.r1_omni_checkpoint import AUDIO_WIDTH, BERT_WIDTH, LM_WIDTH, VISION_W
 from worker.pipeline.contracts import SegmentInput, VideoFrame
 from worker.pipeline.emotion import BackendUnavailable, labels, load_backend
 from worker.pipeline.emotion import humanomni_layout as layout
-from worker.pipeline.emotion.r1_omni import AUDIO, VIDEO, CheckpointMismatch, R1OmniEmotionModel
+from worker.pipeline.emotion.r1_omni import (
+    AUDIO,
+    INSTRUCTION,
+    VIDEO,
+    CheckpointMismatch,
+    R1OmniEmotionModel,
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +112,7 @@ def test_audio_and_video_segments_generate_and_batch_like_alone(model: R1OmniEmo
     with_video = _with_frames(plain[0], 3)  # fewer frames than the model's 8: nearest repeated
     prompted = model._prompt(with_video)
     assert prompted.slots == [VIDEO, AUDIO] and len(prompted.frames) == model.frames_per_segment == 8
-    assert "<vi_start>" in prompted.pieces[1 - 1] and prompted.pieces[1].startswith("<vi_end>")
+    assert prompted.pieces[0].endswith("<vi_start>") and prompted.pieces[1].startswith("<vi_end>")
     assert model._prompt(plain[1]).slots == [AUDIO]
     batch = [with_video, plain[1], plain[2]]
     results = model.predict(batch)
@@ -133,14 +139,45 @@ def test_video_tokens_per_frame_and_long_audio_windows(model: R1OmniEmotionModel
     _assert_contract(long, model.predict([long])[0])
 
 
-def test_towers_saved_inside_the_checkpoint_load_the_same(model: R1OmniEmotionModel, tmp_path: Path) -> None:
+def test_towers_come_from_their_directories_over_checkpoint_copies(
+    model: R1OmniEmotionModel, tmp_path: Path
+) -> None:
+    """As the release loads them: the tower directories win over the trainer's copies inside the
+    checkpoint; the copies are used where a directory has no weights, and for the audio tower when
+    the config says it was trained (unfreeze_mm_audio_tower)."""
     inside = build_release(tmp_path, towers_inside=True)
-    for tower in ("siglip-tiny", "whisper-tiny"):  # not needed for weights now, only for configs
-        for weights in (tmp_path / tower).glob("*.safetensors"):
-            weights.write_bytes(b"not weights")
-    loaded = load_backend("r1-omni", inside, "cpu", "auto", max_new_tokens=12)
     segment = _with_frames(speech_segments(1)[0], 8)
-    assert loaded.predict([segment])[0].reasoning_text == model.predict([segment])[0].reasoning_text
+    expected = model.predict([segment])[0].reasoning_text
+    noisy = "model.audio_tower.audio_tower.encoder.layers.0.fc1.weight"
+    _rewrite_weights(inside, lambda s: s.update({noisy: s[noisy] * 3}))
+    assert load_backend("r1-omni", inside, "cpu", "auto", max_new_tokens=12
+                        ).predict([segment])[0].reasoning_text == expected
+    config = json.loads((inside / "config.json").read_text())
+    (inside / "config.json").write_text(json.dumps({**config, "unfreeze_mm_audio_tower": True}))
+    trained = load_backend("r1-omni", inside, "cpu", "auto", max_new_tokens=12)
+    def fc1_mass(backend: R1OmniEmotionModel) -> float:
+        return float(backend.body.audio_tower.audio_tower.encoder.layers[0].fc1.weight.abs().sum())
+
+    assert fc1_mass(trained) == pytest.approx(3 * fc1_mass(model), rel=1e-4)
+
+    (inside / "config.json").write_text(json.dumps(config))
+    _rewrite_weights(inside, lambda s: s.update({noisy: s[noisy] / 3}))
+    for tower in ("siglip-tiny", "whisper-tiny"):  # directories now give only configs and processors
+        for weights in (tmp_path / tower).glob("*.safetensors"):
+            weights.unlink()
+    alone = load_backend("r1-omni", inside, "cpu", "auto", max_new_tokens=12)
+    assert alone.predict([segment])[0].reasoning_text == expected
+
+
+def test_prompt_is_the_tokenizers_chat_template_with_wrapped_spans(model: R1OmniEmotionModel) -> None:
+    pieces = model.prompts[(VIDEO, AUDIO)]
+    text = pieces[0] + VIDEO + pieces[1] + AUDIO + pieces[2]
+    assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                    "<vi_start><video><vi_end>\n<au_start><audio><au_end>\n" + INSTRUCTION +
+                    "<|im_end|>\n<|im_start|>assistant\n")
+    audio_only = model.prompts[(AUDIO,)]
+    assert len(audio_only) == 2 and VIDEO not in "".join(audio_only) and "<vi_start>" not in audio_only[0]
+    assert model.eos_token_ids == [model.tokenizer.convert_tokens_to_ids("<|im_end|>")]
 
 
 def _copy_release(release: Path, tmp_path: Path) -> Path:
@@ -181,17 +218,24 @@ def test_strict_loading_names_what_does_not_match(release: Path, tmp_path: Path,
 
 
 def test_the_audio_classification_head_around_whisper_is_allowed(release: Path, tmp_path: Path) -> None:
-    """Trainer saves carry WhisperForAudioClassification's projector/classifier, which never run."""
+    """Trainer saves carry WhisperForAudioClassification's projector/classifier, which never run,
+    and older transformers saved BERT's position_ids buffer as a weight."""
+    import torch
+
     path = _copy_release(release, tmp_path)
     _rewrite_weights(path, lambda s: s.update({
         "model.audio_tower.audio_tower.projector.weight": s["model.bert_gate.2.bias"].clone(),
-        "model.audio_tower.audio_tower.classifier.bias": s["model.bert_gate.2.bias"].clone()}))
+        "model.audio_tower.audio_tower.classifier.bias": s["model.bert_gate.2.bias"].clone(),
+        "model.bert_model.embeddings.position_ids": torch.arange(64)[None]}))
     assert load_backend("r1-omni", path, "cpu", "auto", max_new_tokens=4).name == "r1-omni"
 
 
 def test_missing_companion_directory_is_explained(release: Path, tmp_path: Path) -> None:
     path = _copy_release(release, tmp_path)
-    shutil.rmtree(tmp_path / "bert-base-uncased")
+    # The release's README spells the folder with underscores.
+    (tmp_path / "bert-base-uncased").rename(tmp_path / "bert_base_uncased")
+    assert load_backend("r1-omni", path, "cpu", "auto", max_new_tokens=4).name == "r1-omni"
+    shutil.rmtree(tmp_path / "bert_base_uncased")
     with pytest.raises(FileNotFoundError, match="BERT-base directory 'bert-base-uncased' was not found"):
         load_backend("r1-omni", path, "cpu", "auto")
     config = json.loads((path / "config.json").read_text())

@@ -106,6 +106,10 @@ def weight_files(path: Path) -> list[Path]:
     raise FileNotFoundError(f"no weights file in {path} (looked for {', '.join(WEIGHT_FILES)})")
 
 
+def has_weights(path: Path) -> bool:
+    return any((path / name).is_file() for name in WEIGHT_FILES)
+
+
 def _weights_digest(files: list[Path]) -> str:
     # Every byte, not a sample: two fine-tunes may differ only in a small head. Reading the
     # weights once before loading costs about a second per GB and leaves them in the page cache

@@ -6,14 +6,14 @@ which name the SigLIP and Whisper directories), the tokenizer and the weights. T
 and BERT-base directories sit beside it (the release asks users to download them and point
 `config.json` at them); we resolve each name as given, then inside and beside the checkpoint
 directory, and take the BERT directory from `bert_model` in config.json or a `bert-base-uncased`
-folder there. Tower weights found in the checkpoint itself are used; otherwise the tower
-directories' weights are loaded — strictly in both cases (see `match_keys`).
+folder there. Towers load from their directories, as the release does, over any copies the
+checkpoint carries (see r1_omni_weights.load_towers) — strictly in both cases (`match_keys`).
 
-The prompt is the release's: the frames as one `<video>` span, the audio as one `<audio>` span
-(500 tokens per 30 s window; longer segments are several windows in the same span, never cut),
-then the instruction R1-Omni was trained and evaluated with. Frames: `num_frames` (8) spread over
-the segment, padded to squares with the processor's mean colour, as in training
-(`image_aspect_ratio: pad`). The instruction is fixed, so the BERT gate's mix of the three visual
+The prompt is the release's: its tokenizer's chat template, the frames as one `<video>` span, the
+audio as one `<audio>` span (500 tokens per 30 s window; longer segments are several windows in the
+same span, never cut), then the instruction R1-Omni was trained and evaluated with. Frames:
+`num_frames` (8) spread over the segment, padded to squares with the processor's mean colour, as
+in training (`image_aspect_ratio: pad`). The instruction is fixed, so the BERT gate's mix of the three visual
 branches is a constant of the checkpoint: computed once at load.
 """
 
@@ -41,7 +41,7 @@ from worker.pipeline.emotion.generative import (
 )
 from worker.pipeline.emotion.r1_omni_weights import (
     CheckpointMismatch,
-    load_tower,
+    load_towers,
     match_keys,
     read_state_dict,
 )
@@ -51,7 +51,8 @@ log = logging.getLogger(__name__)
 NAME = "r1-omni"
 __all__ = ["NAME", "CheckpointMismatch", "R1OmniEmotionModel", "load_model", "match_keys"]
 
-SYSTEM_PROMPT = "You are a helpful assistant."  # Qwen2's default; the release adds no system turn
+# Without a chat template in the tokenizer: Qwen2's, whose default system turn is this.
+SYSTEM_PROMPT = "You are a helpful assistant."
 INSTRUCTION = (
     "As an emotional recognition expert; throughout the video, which emotion conveyed by the "
     "characters is the most obvious to you?  Output the thinking process in <think> </think> and "
@@ -78,20 +79,22 @@ class _Prompted:
     frames: list[np.ndarray]
 
 
-def _locate(name: str, checkpoint: Path, what: str) -> Path:
+def _locate(names: Sequence[str], checkpoint: Path, what: str) -> Path:
     """A companion directory named in config.json: as given, or by its last path part inside or
     beside the checkpoint (the config usually still holds the hub id or the trainer's paths)."""
-    given = Path(name).expanduser()
-    if not given.is_absolute():
-        given = checkpoint / given
-    candidates = [given, checkpoint / Path(name).name, checkpoint.parent / Path(name).name]
+    candidates: list[Path] = []
+    for name in names:
+        given = Path(name).expanduser()
+        if not given.is_absolute():
+            given = checkpoint / given
+        candidates += [given, checkpoint / Path(name).name, checkpoint.parent / Path(name).name]
     for candidate in candidates:
         if (candidate / "config.json").is_file():
             return candidate
     raise FileNotFoundError(
-        f"r1-omni: the {what} directory {name!r} was not found (looked at "
-        f"{', '.join(str(c) for c in candidates)}); download it and point config.json at it — "
-        "no hub access here")
+        f"r1-omni: the {what} directory {names[0]!r} was not found (looked at "
+        f"{', '.join(str(c) for c in dict.fromkeys(candidates))}); download it and point "
+        "config.json at it — no hub access here")
 
 
 def companions(checkpoint: Path, config: dict[str, Any]) -> Companions:
@@ -99,10 +102,35 @@ def companions(checkpoint: Path, config: dict[str, Any]) -> Companions:
         if not config.get(key):
             raise ValueError(f"r1-omni: {checkpoint}/config.json has no {key!r}: not a HumanOmni checkpoint")
     return Companions(
-        vision=_locate(str(config["mm_vision_tower"]), checkpoint, "SigLIP vision tower"),
-        audio=_locate(str(config["mm_audio_tower"]), checkpoint, "Whisper audio tower"),
-        bert=_locate(str(config.get("bert_model") or "bert-base-uncased"), checkpoint, "BERT-base"),
+        vision=_locate([str(config["mm_vision_tower"])], checkpoint, "SigLIP vision tower"),
+        audio=_locate([str(config["mm_audio_tower"])], checkpoint, "Whisper audio tower"),
+        # The release's README names the folder with underscores; the hub repo with hyphens.
+        bert=_locate([str(config["bert_model"])] if config.get("bert_model") else
+                     ["bert-base-uncased", "bert_base_uncased"], checkpoint, "BERT-base"),
     )
+
+
+def chat_prompt(tokenizer: Any, user: str, wrap_spans: bool = True) -> str:
+    """The prompt as the release's inference builds it: the tokenizer's chat template over one user
+    turn and no system turn (the template adds its default), then each modal placeholder wrapped
+    in its start/end tokens (`mm_use_x_start_end`)."""
+    if getattr(tokenizer, "chat_template", None):
+        text = str(tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                                 add_generation_prompt=True))
+    else:
+        text = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
+                f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
+    if wrap_spans:
+        text = text.replace(VIDEO, f"<vi_start>{VIDEO}<vi_end>").replace(AUDIO, f"<au_start>{AUDIO}<au_end>")
+    return text
+
+
+def _split(text: str, slots: list[str]) -> list[str]:
+    pieces = [text]
+    for slot in slots:
+        head, tail = pieces[-1].split(slot, 1)
+        pieces[-1:] = [head, tail]
+    return pieces
 
 
 def _pick_frames(frames: list[np.ndarray], count: int) -> list[np.ndarray]:
@@ -117,7 +145,7 @@ def _square(image: np.ndarray, fill: Sequence[float]) -> np.ndarray:
     height, width = image.shape[:2]
     side = max(height, width)
     out = np.empty((side, side, 3), dtype=np.uint8)
-    out[:] = np.asarray([round(c * 255) for c in fill], dtype=np.uint8)
+    out[:] = np.asarray([int(c * 255) for c in fill], dtype=np.uint8)  # the release's expand2square
     top, left = (side - height) // 2, (side - width) // 2
     out[top: top + height, left: left + width] = image
     return out
@@ -133,6 +161,7 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
         self, lm: Any, tokenizer: Any, feature_extractor: Any, image_processor: Any, mix: Any,
         version: str, *, num_frames: int = DEFAULT_NUM_FRAMES, eos_token_ids: list[int] | None = None,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_batch: int = DEFAULT_MAX_BATCH,
+        select_layer: int = -2, wrap_spans: bool = True,
     ) -> None:
         self.lm = lm
         self.body = lm.model
@@ -145,22 +174,19 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
         pad = tokenizer.pad_token_id  # id 0 is a real token: test for None, not falsiness
         self.pad_token_id = int(pad) if pad is not None else self.eos_token_ids[0]
         self.fill = list(getattr(image_processor, "image_mean", None) or [0.5, 0.5, 0.5])
+        self.select_layer = int(select_layer)  # SigLIP hidden layer the connector reads
+        # Text around the spans, for segments with frames and for audio-only ones.
+        self.prompts = {slots: _split(chat_prompt(tokenizer, "\n".join(slots) + "\n" + INSTRUCTION,
+                                                  wrap_spans), list(slots))
+                        for slots in ((VIDEO, AUDIO), (AUDIO,))}
         super().__init__(tokenizer, version, max_new_tokens, max_batch)
 
     def _prompt(self, segment: SegmentInput) -> _Prompted:
         wave = hf_common.to_model_rate(segment.audio, segment.sample_rate, self.sample_rate)
         frames = _pick_frames([f.image for f in segment.frames], self.frames_per_segment)
-        slots = ([VIDEO] if frames else []) + [AUDIO]
-        wrapped = {VIDEO: f"<vi_start>{VIDEO}<vi_end>", AUDIO: f"<au_start>{AUDIO}<au_end>"}
-        user = "\n".join(wrapped[slot] for slot in slots) + "\n" + INSTRUCTION
-        text = (f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n"
-                f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n")
-        pieces = [text]
-        for slot in slots:
-            head, tail = pieces[-1].split(slot, 1)
-            pieces[-1:] = [head, tail]
-        return _Prompted(pieces=pieces, slots=slots, chunks=audio_windows(wave, self.sample_rate),
-                         frames=frames)
+        slots = (VIDEO, AUDIO) if frames else (AUDIO,)
+        return _Prompted(pieces=list(self.prompts[slots]), slots=list(slots),
+                         chunks=audio_windows(wave, self.sample_rate), frames=frames)
 
     def _cost(self, prompted: _Prompted) -> int:
         return sum(len(c) for c in prompted.chunks) + len(prompted.frames)
@@ -181,7 +207,7 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
         pixels = self.image_processor(images=images, return_tensors="pt")["pixel_values"]
         tower = self.body.vision_tower.vision_tower
         hidden = tower(pixels.to(device=self.lm.device, dtype=self.lm.dtype),
-                       output_hidden_states=True).hidden_states[-2]
+                       output_hidden_states=True).hidden_states[self.select_layer]
         per_segment = hidden.reshape(len(frame_sets), self.frames_per_segment, *hidden.shape[1:])
         return self.body.mm_projector(per_segment, self.mix.expand(len(frame_sets), -1))
 
@@ -230,7 +256,8 @@ def load_model(
     path = hf_common.require_checkpoint_dir(model_path, NAME)
     raw = json.loads((path / "config.json").read_text())
     dirs = companions(path, raw)
-    ckpt = hf_common.open_checkpoint(path, NAME, device, dtype, companions=[dirs.vision, dirs.audio])
+    towers_with_weights = [d for d in (dirs.vision, dirs.audio) if hf_common.has_weights(d)]
+    ckpt = hf_common.open_checkpoint(path, NAME, device, dtype, companions=towers_with_weights)
     transformers = ckpt.transformers
     lm_config = transformers.Qwen2Config(**{
         k: v for k, v in raw.items()
@@ -250,11 +277,8 @@ def load_model(
     lm.load_state_dict({k: v for k, v in state.items() if not k.startswith(layout.UNUSED_KEY_PREFIXES)},
                        strict=False)  # completeness was checked by match_keys
     del state
-    if layout.VISION_PREFIX not in in_checkpoint:
-        load_tower(lm.model.vision_tower.vision_tower, dirs.vision, ("", "model."), "SigLIP")
-    if layout.AUDIO_PREFIX not in in_checkpoint:
-        load_tower(lm.model.audio_tower.audio_tower.encoder, dirs.audio,
-                   ("model.encoder.", "encoder.", ""), "Whisper encoder")
+    load_towers(lm, dirs.vision, dirs.audio, in_checkpoint,
+                audio_from_checkpoint=bool(raw.get("unfreeze_mm_audio_tower")))
     if lm_config.tie_word_embeddings:
         lm.tie_weights()
     lm.to(device=ckpt.device, dtype=ckpt.dtype).eval()
@@ -265,26 +289,34 @@ def load_model(
         question = bert_tokenizer([INSTRUCTION], return_tensors="pt", truncation=True).to(ckpt.device)
         cls = lm.model.bert_model(**question).last_hidden_state[:, 0]
         mix = torch.softmax(lm.model.bert_gate(cls).float(), dim=-1).to(ckpt.dtype)
-    eos = _eos_ids(transformers, path, tokenizer)
+    eos = _generation_settings(transformers, lm, path, tokenizer)
     backend = R1OmniEmotionModel(
         lm, tokenizer,
         transformers.WhisperFeatureExtractor.from_pretrained(dirs.audio, local_files_only=True),
         transformers.SiglipImageProcessor.from_pretrained(dirs.vision, local_files_only=True),
         mix, ckpt.version, num_frames=int(raw.get("num_frames") or DEFAULT_NUM_FRAMES),
-        eos_token_ids=eos, max_new_tokens=max_new_tokens, max_batch=max_batch)
+        eos_token_ids=eos, max_new_tokens=max_new_tokens, max_batch=max_batch,
+        select_layer=int(raw.get("mm_vision_select_layer", -2)),
+        wrap_spans=bool(raw.get("mm_use_x_start_end", True)))
     log.info("r1-omni %s loaded on %s (%s); branch mix video/body/face = %s", backend.version,
              ckpt.device, ckpt.dtype, [round(float(x), 3) for x in mix[0]])
     hf_common.warm_up(backend)
     return backend
 
 
-def _eos_ids(transformers: Any, path: Path, tokenizer: Any) -> list[int]:
-    """The checkpoint's generation config's end tokens, else the tokenizer's (plus <|im_end|>)."""
-    ids: list[int] = []
+def _generation_settings(transformers: Any, lm: Any, path: Path, tokenizer: Any) -> list[int]:
+    """The checkpoint's generation_config.json as from_pretrained would apply it (a repetition
+    penalty there changes greedy answers too), greedy; returns the end tokens: the file's, the
+    tokenizer's and <|im_end|> (the release stops on the tokenizer's end token as well)."""
+    ids: set[int] = set()
     if (path / "generation_config.json").is_file():
-        eos = transformers.GenerationConfig.from_pretrained(path, local_files_only=True).eos_token_id
-        ids = [int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None]
-    if not ids:
-        im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        ids = [i for i in {tokenizer.eos_token_id, im_end} if isinstance(i, int) and i >= 0]
-    return ids
+        config = transformers.GenerationConfig.from_pretrained(path, local_files_only=True)
+        config.do_sample, config.temperature, config.top_p, config.top_k = False, None, None, None
+        lm.generation_config = config
+        eos = config.eos_token_id
+        ids |= {int(i) for i in (eos if isinstance(eos, list) else [eos]) if i is not None}
+    unk = tokenizer.unk_token_id
+    for candidate in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")):
+        if isinstance(candidate, int) and candidate >= 0 and candidate != unk:
+            ids.add(candidate)
+    return sorted(ids)

@@ -12,6 +12,8 @@ from worker.pipeline.emotion import hf_common
 from worker.pipeline.emotion import humanomni_layout as layout
 
 TOWER_PREFIXES = (layout.VISION_PREFIX, layout.AUDIO_PREFIX)
+# Buffers older saves wrote as weights (recomputed at construction): never a reason to refuse.
+IGNORED_BUFFER_SUFFIXES = (".position_ids", "rotary_emb.inv_freq")
 SHOWN = 8  # keys listed per problem in an error; the count says how many in all
 
 
@@ -61,7 +63,8 @@ def match_keys(model: Mapping[str, Any], checkpoint: Mapping[str, Any], *, tied:
                                 f"{_listing(list(wanted - held))}")
     expected = {k for k in model if not k.startswith(TOWER_PREFIXES) or k.startswith(tuple(towers))}
     missing = expected - present - ({"lm_head.weight"} if tied else set())
-    unexpected = {k for k in present - set(model) if not k.startswith(layout.UNUSED_KEY_PREFIXES)}
+    unexpected = {k for k in present - set(model)
+                  if not k.startswith(layout.UNUSED_KEY_PREFIXES) and not k.endswith(IGNORED_BUFFER_SUFFIXES)}
     if missing:
         problems.append(f"{len(missing)} weights missing: {_listing(list(missing))}")
     if unexpected:
@@ -95,3 +98,23 @@ def load_tower(module: Any, directory: Path, prefixes: Sequence[str], what: str)
     best = max(prefixes, key=lambda p: sum(p + k in state for k in wanted))
     absent = [best + k for k in wanted if best + k not in state]
     raise CheckpointMismatch(f"r1-omni: {what} weights not found in {directory}: {_listing(absent)} missing")
+
+
+def load_towers(lm: Any, vision_dir: Path, audio_dir: Path, in_checkpoint: set[str], *,
+                audio_from_checkpoint: bool) -> None:
+    """Towers as the release loads them: from their own directories, over any copies the checkpoint
+    carries (those are the trainer's, possibly rounded to bf16). The checkpoint's copy is kept only
+    where its directory has no weights, or for the audio tower when the config says it was trained
+    (`unfreeze_mm_audio_tower`)."""
+    towers = (
+        (layout.VISION_PREFIX, lm.model.vision_tower.vision_tower, vision_dir, ("", "model."), "SigLIP",
+         False),
+        (layout.AUDIO_PREFIX, lm.model.audio_tower.audio_tower.encoder, audio_dir,
+         ("model.encoder.", "encoder.", ""), "Whisper encoder", audio_from_checkpoint),
+    )
+    for prefix, module, directory, prefixes, what, prefer_checkpoint in towers:
+        if prefix in in_checkpoint and (prefer_checkpoint or not hf_common.has_weights(directory)):
+            continue
+        if not hf_common.has_weights(directory):
+            raise CheckpointMismatch(f"r1-omni: no {what} weights in the checkpoint nor in {directory}")
+        load_tower(module, directory, prefixes, what)
