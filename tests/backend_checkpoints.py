@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +32,19 @@ def speech_segments(count: int = 4, seconds: float = 2.0) -> list[SegmentInput]:
         out.append(SegmentInput(key=f"seg-{i}", audio=mono[lo:hi].astype(np.float32), sample_rate=16_000,
                                 start_s=start, end_s=start + (hi - lo) / 16_000, role="customer"))
     return out
+
+
+def assert_result_contract(segment: SegmentInput, result: Any) -> None:
+    """What every backend's answer for a segment must be: a canonical label, scores summing to 1, a
+    confidence in [0, 1], evidence inside the segment's own span."""
+    from worker.pipeline.emotion import labels
+
+    assert result.label in labels.CANONICAL_LABELS
+    assert abs(sum(result.scores.values()) - 1.0) < 1e-6
+    assert 0.0 <= result.confidence <= 1.0
+    for item in result.evidence:
+        assert segment.start_s - 1e-6 <= item["start_s"] <= item["end_s"] <= segment.end_s + 1e-6
+        assert item["text"]
 
 
 def build_audio_classifier(path: Path, seed: int = 0) -> Path:

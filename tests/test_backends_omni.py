@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from tests.backend_checkpoints import build_omni, speech_segments
+from tests.backend_checkpoints import assert_result_contract, build_omni, speech_segments
 from worker.pipeline.contracts import SegmentInput
 from worker.pipeline.emotion import labels, load_backend
 from worker.pipeline.emotion.omni import AUDIO_WINDOW_S, OmniEmotionModel, audio_token_count
@@ -28,15 +28,6 @@ def model(checkpoint: Path) -> OmniEmotionModel:
     return loaded
 
 
-def _assert_contract(segment: SegmentInput, result) -> None:
-    assert result.label in labels.CANONICAL_LABELS
-    assert abs(sum(result.scores.values()) - 1.0) < 1e-6
-    assert 0.0 <= result.confidence <= 1.0
-    for item in result.evidence:
-        assert segment.start_s - 1e-6 <= item["start_s"] <= item["end_s"] <= segment.end_s + 1e-6
-        assert item["text"]
-
-
 def test_generation_on_real_speech_keeps_the_contract(model: OmniEmotionModel, checkpoint: Path) -> None:
     segments = speech_segments(3)
     results = model.predict(segments)
@@ -44,7 +35,7 @@ def test_generation_on_real_speech_keeps_the_contract(model: OmniEmotionModel, c
     assert "@" in model.version
     assert load_backend("omni", checkpoint, "cpu", "auto", max_new_tokens=4).version == model.version
     for segment, result in zip(segments, results, strict=True):
-        _assert_contract(segment, result)
+        assert_result_contract(segment, result)
         # Random weights write gibberish: recorded as unknown, raw text kept, no confidence.
         if result.raw_label == "unknown":
             assert result.label == "neutral" and result.confidence == 0.0
@@ -68,7 +59,7 @@ def test_long_segment_is_split_into_30s_windows_not_cut(model: OmniEmotionModel)
     prompted = model._prompt(segment)
     assert [len(c) for c in prompted.chunks] == [int(AUDIO_WINDOW_S * rate), 2 * rate]
     assert prompted.text.count(model.audio_bos) == 2
-    _assert_contract(segment, model.predict([segment])[0])
+    assert_result_contract(segment, model.predict([segment])[0])
     # Whisper frames (10 ms hop) → tokens: 30 s of audio is 750 audio tokens, as in Qwen2.5-Omni.
     assert audio_token_count(3000) == 750
 
@@ -86,7 +77,7 @@ def test_parsed_answer_think_becomes_timed_evidence(model: OmniEmotionModel) -> 
     assert (think[0]["start_s"], think[0]["end_s"]) == (segment.start_s, segment.end_s)
     assert "pitch climbs" in think[0]["text"] and "00:00.5" in think[0]["text"]
     assert "Model reasoning: The caller's pitch climbs" in result.reasoning_text
-    _assert_contract(segment, result)
+    assert_result_contract(segment, result)
 
 
 def test_label_probabilities_read_from_the_answer_token(model: OmniEmotionModel) -> None:
@@ -180,7 +171,7 @@ def test_video_frames_go_into_the_prompt(model: OmniEmotionModel) -> None:
 
     mixed = model.predict([with_video, plain[1]])
     for segment, result in zip([with_video, plain[1]], mixed, strict=True):
-        _assert_contract(segment, result)
+        assert_result_contract(segment, result)
     # The audio-only row is unaffected by its video batch-mate (left padding, per-row positions).
     assert mixed[1].reasoning_text == model.predict([plain[1]])[0].reasoning_text
     # 320×240 fits in FRAME_MAX_PIXELS; sides round to multiples of 28 px (14 px patches merged 2×2):

@@ -8,16 +8,17 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
 
-from tests.backend_checkpoints import speech_segments
+from tests.backend_checkpoints import assert_result_contract, speech_segments
 from tests.r1_omni_checkpoint import AUDIO_WIDTH, BERT_WIDTH, LM_WIDTH, VISION_WIDTH, build_release
 from worker.pipeline.contracts import SegmentInput, VideoFrame
-from worker.pipeline.emotion import BackendUnavailable, labels, load_backend
+from worker.pipeline.emotion import BackendUnavailable, load_backend
 from worker.pipeline.emotion import humanomni_layout as layout
 from worker.pipeline.emotion.r1_omni import (
     AUDIO,
@@ -92,14 +93,6 @@ def test_connector_keys_are_the_releases(model: R1OmniEmotionModel) -> None:
     assert model.mix.shape == (1, 3) and abs(float(model.mix.sum()) - 1.0) < 1e-5
 
 
-def _assert_contract(segment: SegmentInput, result) -> None:
-    assert result.label in labels.CANONICAL_LABELS
-    assert abs(sum(result.scores.values()) - 1.0) < 1e-6
-    assert 0.0 <= result.confidence <= 1.0
-    for item in result.evidence:
-        assert segment.start_s - 1e-6 <= item["start_s"] <= item["end_s"] <= segment.end_s + 1e-6
-
-
 def _with_frames(segment: SegmentInput, count: int, seed: int = 0) -> SegmentInput:
     rng = np.random.default_rng(seed)
     frames = [VideoFrame(segment.start_s + 0.1 * k, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
@@ -117,7 +110,7 @@ def test_audio_and_video_segments_generate_and_batch_like_alone(model: R1OmniEmo
     batch = [with_video, plain[1], plain[2]]
     results = model.predict(batch)
     for segment, result in zip(batch, results, strict=True):
-        _assert_contract(segment, result)
+        assert_result_contract(segment, result)
     assert "@" in model.version and model.version.startswith("tiny-r1-omni@")
     # Left padding and per-row positions: a row's generation does not depend on its batch-mates.
     alone = [model.predict([segment])[0].reasoning_text for segment in batch]
@@ -136,7 +129,7 @@ def test_video_tokens_per_frame_and_long_audio_windows(model: R1OmniEmotionModel
     assert [len(c) for c in prompted.chunks] == [30 * rate, 2 * rate] and prompted.slots == [AUDIO]
     # Whisper's 1500 frames per 30 s window, pooled 3× → 500 tokens each; both windows kept.
     assert tuple(model._audio_tokens(prompted.chunks).shape) == (2, 500, LM_WIDTH)
-    _assert_contract(long, model.predict([long])[0])
+    assert_result_contract(long, model.predict([long])[0])
 
 
 def test_towers_come_from_their_directories_over_checkpoint_copies(
@@ -155,7 +148,7 @@ def test_towers_come_from_their_directories_over_checkpoint_copies(
     config = json.loads((inside / "config.json").read_text())
     (inside / "config.json").write_text(json.dumps({**config, "unfreeze_mm_audio_tower": True}))
     trained = load_backend("r1-omni", inside, "cpu", "auto", max_new_tokens=12)
-    def fc1_mass(backend: R1OmniEmotionModel) -> float:
+    def fc1_mass(backend: Any) -> float:
         return float(backend.body.audio_tower.audio_tower.encoder.layers[0].fc1.weight.abs().sum())
 
     assert fc1_mass(trained) == pytest.approx(3 * fc1_mass(model), rel=1e-4)

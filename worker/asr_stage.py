@@ -24,7 +24,6 @@ from db.queries.corrections import get_transcript, put_transcript
 from db.session import transaction
 from worker import runtime
 from worker.pipeline import asr, audio_store, decode
-from worker.pipeline.contracts import DecodedAudio
 from worker.stages import Followups, batches
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ def transcribe_recording(recording_id: uuid.UUID, settings: Settings) -> Followu
     except asr.AsrUnavailable as exc:
         return continue_without_words(recording_id, settings, exc.args[0] if exc.args else str(exc))
     try:
-        audio = _audio(job, settings)
+        audio = audio_store.load_or_decode(job.cache, job.media_uri, settings.sample_rate)
     except (decode.MediaError, FileNotFoundError) as exc:
         # Not ASR's to judge: inference meets the same media and records the reason on the call.
         return continue_without_words(recording_id, settings, f"its audio did not load: {exc}")
@@ -132,15 +131,6 @@ def _job(s: Session, rec: Recording, settings: Settings) -> _Job:
         # Only where VAD found speech (every role: the transcript is the whole call's).
         speech=[asr.Span(int(ch), float(a), float(b)) for ch, a, b in segments],
     )
-
-
-def _audio(job: _Job, settings: Settings) -> DecodedAudio:
-    audio = audio_store.load_decoded(job.cache, settings.sample_rate)
-    if audio is None:
-        # Cache lost (another host, cleaned disk): decode again; inference reads it next.
-        audio = decode.decode(Path(job.media_uri), settings.sample_rate)
-        audio_store.save_decoded(job.cache, audio)
-    return audio
 
 
 class _Toucher:

@@ -20,7 +20,7 @@ from callpulse.settings import Settings
 from db.models import Recording, Segment
 from db.queries import pipeline as q
 from db.queries.corrections import get_transcript
-from worker.pipeline import audio_store, decode, prosody
+from worker.pipeline import audio_store, prosody
 from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
 from worker.pipeline.transcript_index import TranscriptIndex
 
@@ -115,7 +115,8 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
         source = sources[plan.recording_id]
         if plan.recording_id not in audio_by_rec:
             try:
-                audio_by_rec[plan.recording_id] = _decoded(source, settings)
+                audio_by_rec[plan.recording_id] = audio_store.load_or_decode(
+                    source.cache, source.media_uri, settings.sample_rate)
             except Exception:
                 if plan.recording_id not in borrowed:
                     raise
@@ -192,15 +193,6 @@ def _frames(source: Source, plan: Plan, count: int) -> list[VideoFrame]:
         # Voice (and words) still decide; the reasoning simply has no face evidence.
         log.warning("no frames for segment %s: %s", plan.segment_id, exc)
         return []
-
-
-def _decoded(source: Source, settings: Settings) -> DecodedAudio:
-    audio = audio_store.load_decoded(source.cache, settings.sample_rate)
-    if audio is None:
-        # Cache lost (another host, cleaned disk): decode again rather than fail the recording.
-        audio = decode.decode(Path(source.media_uri), settings.sample_rate)
-        audio_store.save_decoded(source.cache, audio)
-    return audio
 
 
 def store_references(rec: Recording, model: EmotionModel, new: dict[str, dict[str, Any]]) -> None:

@@ -45,6 +45,18 @@ def load_decoded(target: Path, sample_rate: int) -> DecodedAudio | None:
     return DecodedAudio(samples=pcm, sample_rate=sample_rate, duration_s=pcm.shape[1] / sample_rate)
 
 
+def load_or_decode(cache: Path, media_uri: str, sample_rate: int) -> DecodedAudio:
+    """The recording's decoded cache, or, when it is gone (another host, a cleaned disk), the media
+    decoded again and cached, rather than failing the recording."""
+    from worker.pipeline import decode
+
+    audio = load_decoded(cache, sample_rate)
+    if audio is None:
+        audio = decode.decode(Path(media_uri), sample_rate)
+        save_decoded(cache, audio)
+    return audio
+
+
 def slice_mono(audio: DecodedAudio, channel: int, start_s: float, end_s: float) -> np.ndarray:
     sr = audio.sample_rate
     raw = audio.samples[channel, int(start_s * sr): int(end_s * sr)]
