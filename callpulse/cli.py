@@ -33,8 +33,8 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="emotion backend (default: CALLPULSE_MODEL_BACKEND "
-                   "or 'embedded'); audio-classifier and omni need the [gpu] extra; r1-omni is not in "
-                   "this build yet")
+                   "or 'embedded'); audio-classifier, omni and r1-omni need the [gpu] extra and a "
+                   "local checkpoint directory (--model-path)")
     p.add_argument("--model-path", help="local checkpoint directory for non-embedded backends")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CALLPULSE_DEVICE or cpu)")
 
@@ -239,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the call's transcript from your own ASR (JSON or WebVTT, docs/TRANSCRIPTS.md), "
                    "for a single FILE: its words feed the text model and show in the output")
     p.add_argument("--asr-model", metavar="DIR",
-                   help="a local Whisper checkpoint directory (transformers format, needs the [gpu] "
-                   "extra): files without --transcript are transcribed with it first, so their words "
+                   help="a local Whisper checkpoint directory (transformers format): files without "
+                   "--transcript are transcribed with it first, so their words "
                    "feed the text model and show in the output (docs/TRANSCRIPTS.md)")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
