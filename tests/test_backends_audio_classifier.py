@@ -98,7 +98,7 @@ def test_registry_refuses_missing_or_wrong_paths(tmp_path: Path) -> None:
         load_backend("audio-classifier", None, "cpu", "auto")
     with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_backend("audio-classifier", tmp_path, "cpu", "auto")
-    with pytest.raises(BackendUnavailable, match="not implemented"):
+    with pytest.raises(FileNotFoundError, match=r"no config\.json"):
         load_backend("r1-omni", tmp_path, "cpu", "auto")
 
 
@@ -106,7 +106,7 @@ def test_missing_transformers_is_backend_unavailable(checkpoint: Path, monkeypat
     import sys
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # import transformers now fails
-    for backend in ("audio-classifier", "omni"):
+    for backend in ("audio-classifier", "omni", "r1-omni"):
         with pytest.raises(BackendUnavailable, match=r"pip install 'callpulse\[gpu\]'"):
             load_backend(backend, checkpoint, "cpu", "auto")
 

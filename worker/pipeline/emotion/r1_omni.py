@@ -253,6 +253,7 @@ def load_model(
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, max_batch: int = DEFAULT_MAX_BATCH,
 ) -> R1OmniEmotionModel:
     """Build the layout, load the release's weights strictly, move to the device, warm up."""
+    hf_common.require_transformers()  # before reading configs: a missing install says so first
     path = hf_common.require_checkpoint_dir(model_path, NAME)
     raw = json.loads((path / "config.json").read_text())
     dirs = companions(path, raw)
