@@ -27,6 +27,7 @@ from worker.pipeline import audio_store
 from worker.pipeline.contracts import DecodedAudio, Word
 from worker.pipeline.emotion.batching import OomGuard
 from worker.pipeline.emotion.hf_common import MissingDependency, open_checkpoint, to_model_rate
+from worker.pipeline.segment import speaker_name
 from worker.pipeline.transcript import WORD_GAP_S, Utterance, to_rows
 
 log = logging.getLogger(__name__)
@@ -126,14 +127,6 @@ def load_model(model_path: Path | None, device: str = "cpu", dtype: str = "auto"
         max_new_tokens=max(1, max_new), suppress=suppress,
         begin_suppress=[int(t) for t in (gen.begin_suppress_tokens or [])],
     )
-
-
-def speaker_name(role: str, channel: int, roles: Sequence[str]) -> str:
-    """The speaker a channel's segments carry (worker/pipeline/segment.py names them the same way),
-    so transcript speakers and segment speakers agree."""
-    if role == "unknown":
-        return f"speaker_{channel}"
-    return role if roles.count(role) == 1 else f"{role}_{channel}"
 
 
 def plan_windows(spans: Sequence[Span], duration_s: float) -> list[Span]:

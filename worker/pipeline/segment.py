@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,19 @@ def run(
     roles = [channel_roles.get(channel, "unknown") for channel in range(audio.channels)]
     for index, (start, end, channel) in enumerate(spans):
         role = roles[channel]
-        # One speaker per channel: a role two channels share ("customer" on both legs of a
-        # conference) names each channel's speaker separately, so baselines never mix two voices.
-        speaker = role if role != "unknown" and roles.count(role) == 1 else f"{role}_{channel}"
-        if role == "unknown":
-            speaker = f"speaker_{channel}"
-        segments.append(SpeechSegment(index=index, channel=channel, speaker=speaker, role=role,
+        segments.append(SpeechSegment(index=index, channel=channel, role=role,
+                                      speaker=speaker_name(role, channel, roles),
                                       start_s=round(start, 3), end_s=round(end, 3)))
     return segments
+
+
+def speaker_name(role: str, channel: int, roles: Sequence[str]) -> str:
+    """One speaker per channel: the role, unless two channels share it ("customer" on both legs of
+    a conference: `customer_0`, `customer_1`, so baselines never mix two voices); `speaker_N` for a
+    channel without a role. Our own transcripts name their speakers the same way."""
+    if role == "unknown":
+        return f"speaker_{channel}"
+    return role if roles.count(role) == 1 else f"{role}_{channel}"
 
 
 def speech_regions(model: Any, samples: np.ndarray, sample_rate: int, threshold: float) -> list[
