@@ -39,8 +39,13 @@ def enqueue(followups: stages.Followups) -> None:
     enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
 
 
-def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+def _retry_unless_exhausted(task: Task, exc: Exception) -> None:
+    """Raise Celery's retry while attempts remain (many more for a database or broker outage);
+    return when the task should give up."""
+    transient = isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
+    if transient or task.request.retries < MAX_RETRIES:
+        raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES * 4
+                         if transient else MAX_RETRIES)
 
 
 def _give_up_or_retry(
@@ -48,10 +53,7 @@ def _give_up_or_retry(
 ) -> None:
     # recording_ids is only called on the give-up path: while the database is down, looking them
     # up would raise again here and lose the retry.
-    transient = _is_transient(exc)
-    if transient or task.request.retries < MAX_RETRIES:
-        raise task.retry(exc=exc, countdown=_backoff(task.request.retries), max_retries=MAX_RETRIES * 4
-                         if transient else MAX_RETRIES)
+    _retry_unless_exhausted(task, exc)
     log.exception("%s gave up after %d retries", stage, task.request.retries)
     for rec_id in recording_ids():
         enqueue(stages.fail_recording(
@@ -88,9 +90,7 @@ def transcribe_recording(self: Task, recording_id: str) -> None:
     try:
         followups = asr_stage.transcribe_recording(rec_id, get_settings())
     except Exception as exc:
-        if _is_transient(exc) or self.request.retries < MAX_RETRIES:
-            raise self.retry(exc=exc, countdown=_backoff(self.request.retries),
-                             max_retries=MAX_RETRIES * 4 if _is_transient(exc) else MAX_RETRIES) from exc
+        _retry_unless_exhausted(self, exc)
         log.exception("ASR gave up after %d retries", self.request.retries)
         followups = asr_stage.continue_without_words(
             rec_id, get_settings(), f"ASR failed: {type(exc).__name__}: {exc}"[:500])
