@@ -179,6 +179,9 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
         self.prompts = {slots: _split(chat_prompt(tokenizer, "\n".join(slots) + "\n" + INSTRUCTION,
                                                   wrap_spans), list(slots))
                         for slots in ((VIDEO, AUDIO), (AUDIO,))}
+        # Their token ids, once: the text is the same for every segment.
+        self.piece_ids = {piece: tokenizer(piece, add_special_tokens=False)["input_ids"]
+                          for pieces in self.prompts.values() for piece in pieces}
         super().__init__(tokenizer, version, max_new_tokens, max_batch)
 
     def _prompt(self, segment: SegmentInput) -> _Prompted:
@@ -222,8 +225,8 @@ class R1OmniEmotionModel(GenerativeEmotionModel[_Prompted]):
             for item in items:
                 parts = []
                 for k, piece in enumerate(item.pieces):
-                    ids = self.tokenizer(piece, add_special_tokens=False, return_tensors="pt")["input_ids"]
-                    parts.append(embed(ids[0].to(self.lm.device)))
+                    ids = torch.tensor(self.piece_ids[piece], dtype=torch.long, device=self.lm.device)
+                    parts.append(embed(ids))
                     if k < len(item.slots) and item.slots[k] == VIDEO:
                         parts.append(next(video))
                     elif k < len(item.slots):

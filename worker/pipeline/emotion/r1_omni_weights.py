@@ -4,7 +4,7 @@ which. The few allowed differences are named (`match_keys`)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,24 @@ class CheckpointMismatch(ValueError):
     """The files do not hold the layout's weights (missing, unexpected or misshapen tensors)."""
 
 
-def read_state_dict(path: Path) -> dict[str, Any]:
-    """All tensors of a checkpoint directory (single file or shards), on the CPU."""
+def read_state_dict(path: Path, keep: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """The tensors of a checkpoint directory (single file or shards) on the CPU: all of them, or
+    those whose key `keep` accepts — read alone from safetensors files, so a tower directory's other
+    parts (a Whisper decoder, a SigLIP text tower) are never loaded."""
     import torch
 
     state: dict[str, Any] = {}
     for file in hf_common.weight_files(path):
         if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            state.update(load_file(str(file), device="cpu"))
+            with safe_open(str(file), framework="pt", device="cpu") as tensors:
+                for key in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    if keep is None or keep(key):
+                        state[key] = tensors.get_tensor(key)
         else:
-            state.update(torch.load(file, map_location="cpu", weights_only=True))
+            loaded = torch.load(file, map_location="cpu", weights_only=True)
+            state.update({k: v for k, v in loaded.items() if keep is None or keep(k)})
     return state
 
 
@@ -83,8 +89,9 @@ def load_tower(module: Any, directory: Path, prefixes: Sequence[str], what: str)
     """Load a tower from its own directory: under the first prefix that holds all of the module's
     weights (a SigLIP directory also holds the text tower, a Whisper one the decoder: those are
     other models' parts and are left out; nothing of ours may be missing)."""
-    state = read_state_dict(directory)
     wanted = module.state_dict()
+    state = read_state_dict(directory, keep=lambda key: any(key[len(p):] in wanted for p in prefixes
+                                                           if key.startswith(p)))
     for prefix in prefixes:
         picked = {k: state[prefix + k] for k in wanted if prefix + k in state}
         if len(picked) != len(wanted):
