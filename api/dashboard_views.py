@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.schemas import TimelineSegment
 from db.queries.analytics import AlertGroup, EmotionGroup
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -8,7 +8,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from db.models import SegmentLabel
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
 
 LABELS = CANONICAL_LABELS + MAFW_EXTRA_LABELS
 

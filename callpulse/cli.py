@@ -92,7 +92,7 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _apply_model_overrides(args)
-    from worker.celery_app import QUEUES, app
+    from worker.jobs.app import QUEUES, app
 
     queues = _csv(args.queues)
     unknown = sorted(set(queues) - set(QUEUES))
@@ -116,10 +116,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from worker import stages
-    from worker.tasks import enqueue
+    from worker.jobs.enqueue import enqueue
+    from worker.stages import sweep
 
-    followups = stages.sweep(get_settings())
+    followups = sweep.sweep(get_settings())
     enqueue(followups)
     print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
                       "transcribe": len(followups.transcribe), "completed": len(followups.completed)}))
@@ -200,7 +200,7 @@ def export_corrections(tenant_name: str, target: Path) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from worker.pipeline.emotion.training import main as train_main
+    from training.voice import main as train_main
 
     if "-h" in argv or "--help" in argv:
         print(TRAIN_TENANT_HELP)

@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
-    # --- Our own speech recognition (issue 4, worker/pipeline/asr.py) ---
+    # --- Our own speech recognition (issue 4, worker/pipeline/speech/asr.py) ---
     # Calls uploaded without a transcript get one from a local Whisper checkpoint (transformers)
     # before emotion inference, on the `asr` queue (docs/TRANSCRIPTS.md). Device and dtype are the
     # `device`/`dtype` settings above.

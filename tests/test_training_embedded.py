@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from worker.pipeline.emotion import classifier, corpora, corrections, evaluation, training
-from worker.pipeline.emotion.embedded import load_model
+from training import corpora, corrections, evaluation
+from training import voice as training
+from worker.pipeline.voice.embedded import classifier
+from worker.pipeline.voice.embedded.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "worker" / "weights"

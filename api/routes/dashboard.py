@@ -38,7 +38,7 @@ from db.queries import corrections as corrections_q
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
 from db.queries.tenants import hash_key, tenant_for_key
-from worker.pipeline.decode import MediaError
+from worker.pipeline.media.decode import MediaError
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
 
 LABELS = frozenset(CANONICAL_LABELS + MAFW_EXTRA_LABELS)
 SEVERITIES = ("info", "low", "medium", "high", "critical")

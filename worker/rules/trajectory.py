@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from db.models import Prediction, RuleVersion, Segment
 from db.queries.corrections import get_transcript
 from db.queries.recordings import timeline
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript_index import TranscriptIndex
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition
 

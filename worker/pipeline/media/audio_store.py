@@ -1,0 +1,79 @@
+"""Where media and the decoded 16 kHz cache live on disk (a volume shared by api and workers)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from worker.pipeline.contracts import DecodedAudio
+
+CACHE_NAME = "audio16k.npy"
+
+
+def recording_dir(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> Path:
+    return media_root / str(tenant_id) / str(recording_id)
+
+
+def media_path(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID, suffix: str) -> Path:
+    # The original name never becomes a path: only its (sanitised) extension survives.
+    clean = "".join(ch for ch in suffix.lower() if ch.isalnum())[:8]
+    return recording_dir(media_root, tenant_id, recording_id) / f"original.{clean or 'bin'}"
+
+
+def cache_path(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> Path:
+    return recording_dir(media_root, tenant_id, recording_id) / CACHE_NAME
+
+
+def save_decoded(target: Path, audio: DecodedAudio) -> Path:
+    """Keep decoded audio as int16 so infer batches slice it without running ffmpeg again."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A unique temp name: two runs of the same stage (a redelivered message) must not share one.
+    tmp = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
+    pcm = np.clip(audio.samples * 32768.0, -32768, 32767).astype(np.int16)
+    np.save(tmp, pcm, allow_pickle=False)
+    tmp.replace(target)  # atomic: a reader never sees half a file
+    return target
+
+
+def load_decoded(target: Path, sample_rate: int) -> DecodedAudio | None:
+    if not target.exists():
+        return None
+    pcm = np.load(target, mmap_mode="r", allow_pickle=False)
+    return DecodedAudio(samples=pcm, sample_rate=sample_rate, duration_s=pcm.shape[1] / sample_rate)
+
+
+def load_or_decode(cache: Path, media_uri: str, sample_rate: int) -> DecodedAudio:
+    """The recording's decoded cache, or, when it is gone (another host, a cleaned disk), the media
+    decoded again and cached, rather than failing the recording."""
+    from worker.pipeline.media import decode
+
+    audio = load_decoded(cache, sample_rate)
+    if audio is None:
+        audio = decode.decode(Path(media_uri), sample_rate)
+        save_decoded(cache, audio)
+    return audio
+
+
+def slice_mono(audio: DecodedAudio, channel: int, start_s: float, end_s: float) -> np.ndarray:
+    sr = audio.sample_rate
+    raw = audio.samples[channel, int(start_s * sr): int(end_s * sr)]
+    if raw.dtype == np.int16:
+        return raw.astype(np.float32) / 32768.0
+    return np.asarray(raw, dtype=np.float32)
+
+
+def drop_cache(target: Path) -> None:
+    """The cache is only needed until inference is done (a 30-min stereo call is ~115 MB)."""
+    target.unlink(missing_ok=True)
+
+
+def remove_recording_files(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> None:
+    """Delete the recording's folder (media + cache); a missing folder is already the goal."""
+    remove_dir(recording_dir(media_root, tenant_id, recording_id))
+
+
+def remove_dir(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
