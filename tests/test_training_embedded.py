@@ -73,7 +73,7 @@ def test_reserved_corpora_are_refused() -> None:
     with pytest.raises(ValueError, match="reserved"):
         corpora.check_trainable([clip])
     corpora.check_trainable([corpora.Clip(Path("a.wav"), "emodb", "emodb-03", "angry")])
-    source = (REPO / "worker" / "pipeline" / "emotion" / "training.py").read_text()
+    source = (REPO / "training" / "voice.py").read_text()
     assert "independent" not in source.split('"""', 2)[2].split("def ")[0]  # no import of the lists
 
 

@@ -261,7 +261,7 @@ def ship(
     return shipped
 
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "weights"
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "worker" / "weights"
 
 def _previous_recipe(out_dir: Path) -> tuple[dict[str, Recipe], dict[str, float], dict[str, Any]] | None:
     path = out_dir / classifier.METADATA_FILE

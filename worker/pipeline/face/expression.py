@@ -22,7 +22,7 @@ from torch import nn
 from worker.pipeline.contracts import VideoFrame
 from worker.pipeline.labels import CANONICAL_LABELS
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "face_expression.npz"
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "face_expression.npz"
 PROBE_TIMEOUT_S = 30
 FRAME_TIMEOUT_S = 30
 INPUT_SIZE = 48  # FER2013 resolution
