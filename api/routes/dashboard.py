@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.dashboard_auth import PageTenantDep, clear_session_cookie, set_session_cookie
+from api.dashboard_auth import PageTenantDep, WriterTenantDep, clear_session_cookie, set_session_cookie
 from api.dashboard_views import (
     LINE_W,
     alert_shares,
@@ -204,7 +204,7 @@ def _refusal(exc: Exception) -> tuple[int, str]:
 
 @router.post("/upload", response_class=HTMLResponse)
 def upload(
-    request: Request, session: SessionDep, tenant: PageTenantDep, settings: SettingsDep,
+    request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     layout: Annotated[str, Form()] = "agent-customer",
     external_id: Annotated[str, Form(max_length=255)] = "",
