@@ -145,3 +145,30 @@ def test_call_page_offers_the_alert_actions(client: TestClient, make_tenant) -> 
     other = store_alert(tenant_id, rec_id, "Other")
     evil = client.post(f"/dashboard/alerts/{other}/acknowledge", data={"next": "https://evil.example/"})
     assert evil.headers["location"] == f"/dashboard#alert-{other}"
+
+
+def test_read_only_key_sees_no_write_actions_and_cannot_post(client: TestClient, make_tenant) -> None:
+    from db.queries.tenants import create_api_key
+
+    tenant_id, write_key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "angry", 3.0, -0.6)])
+    alert_id = store_alert(tenant_id, rec_id)
+    with transaction() as s:
+        _, read_key = create_api_key(s, tenant_id, "wallboard", scope="read")
+    _login(client, write_key)
+    assert "Resolve</button>" in client.get("/dashboard/alerts").text
+    assert 'action="/dashboard/upload"' in client.get("/dashboard/recordings").text
+
+    client.cookies.clear()
+    _login(client, read_key)
+    feed, call = client.get("/dashboard/alerts"), client.get(f"/dashboard/recordings/{rec_id}")
+    assert feed.status_code == 200 and f"alert-{alert_id}" in feed.text
+    for page in (feed, call, client.get("/dashboard/recordings")):
+        assert page.status_code == 200
+        # The only form that posts is the logout button.
+        assert page.text.count('method="post"') == 1 and 'action="/dashboard/logout"' in page.text
+        assert "Resolve</button>" not in page.text and "Acknowledge</button>" not in page.text
+        assert 'action="/dashboard/upload"' not in page.text
+    refused = client.post(f"/dashboard/alerts/{alert_id}/resolve", data={"note": "x"})
+    assert refused.status_code == 403 and "read-only" in refused.text
+    assert _alert(alert_id).state == "open"

@@ -17,7 +17,13 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.dashboard_auth import PageTenantDep, WriterTenantDep, clear_session_cookie, set_session_cookie
+from api.dashboard_auth import (
+    PageTenantDep,
+    WriterTenantDep,
+    clear_session_cookie,
+    session_can_write,
+    set_session_cookie,
+)
 from api.dashboard_views import (
     LINE_W,
     alert_shares,
@@ -63,6 +69,8 @@ SECURITY_HEADERS = {
 
 
 def _page(request: Request, template: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
+    # A read-only key's session sees no write actions (its posts are refused all the same).
+    context.setdefault("can_write", session_can_write(request))
     return templates.TemplateResponse(request, template, context, status_code=code, headers=SECURITY_HEADERS)
 
 

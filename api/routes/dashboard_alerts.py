@@ -16,7 +16,7 @@ from fastapi import APIRouter, Form, Header, HTTPException, Query, Request, Resp
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.dashboard_auth import PageTenantDep
+from api.dashboard_auth import PageTenantDep, WriterTenantDep
 from api.dashboard_views import templates
 from api.deps import SessionDep
 from api.routes import alerts as alerts_api
@@ -91,7 +91,7 @@ Fragment = Annotated[str | None, Header(alias=FRAGMENT_HEADER, max_length=16)]
 
 
 @router.post("/alerts/{alert_id}/{action}", response_class=HTMLResponse)
-def act_on_alert(request: Request, session: SessionDep, tenant: PageTenantDep, alert_id: uuid.UUID,
+def act_on_alert(request: Request, session: SessionDep, tenant: WriterTenantDep, alert_id: uuid.UUID,
                  action: str, note: Note = "", next_url: Next = None, fragment: Fragment = None) -> Response:
     """``action`` is acknowledge or resolve; the note (optional) is kept on the alert."""
     handlers = {"acknowledge": alerts_api.acknowledge, "resolve": alerts_api.resolve}

@@ -20,6 +20,7 @@ from api.dashboard_auth import (
     DashboardSession,
     LiveTenantDep,
     decode_session,
+    session_can_write,
     session_secret,
     tenant_for_session,
 )
@@ -105,12 +106,12 @@ def _alerts_since(tenant_id: uuid.UUID, since: datetime, filters: queries.FeedFi
         return list(reversed(queries.recent_alerts(session, tenant_id, MAX_WATCHED, since, filters)))
 
 
-def _event(row: queries.AlertRow) -> str:
+def _event(row: queries.AlertRow, can_write: bool) -> str:
     alert = row.alert
     data = {"id": str(alert.id), "recording_id": str(alert.recording_id), "severity": alert.severity,
             "rule": row.rule_name, "start_s": alert.start_s, "fired_at": alert.fired_at.isoformat(),
             "url": f"/dashboard/recordings/{alert.recording_id}#t={alert.start_s:.2f}",
-            "html": templates.env.get_template("_alert_item.html").render(row=row)}
+            "html": templates.env.get_template("_alert_item.html").render(row=row, can_write=can_write)}
     # The event id is the fired_at time: a reconnecting browser sends it back as Last-Event-ID.
     return f"id: {alert.fired_at.isoformat()}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
@@ -121,7 +122,8 @@ def _session_valid(session: DashboardSession | None) -> bool:
 
 
 async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime, poll_s: float,
-                        session: DashboardSession | None, filters: queries.FeedFilters) -> AsyncIterator[str]:
+                        session: DashboardSession | None, filters: queries.FeedFilters, can_write: bool
+                        ) -> AsyncIterator[str]:
     sent: dict[uuid.UUID, datetime] = {}
     cursor = since
     idle = 0.0
@@ -144,7 +146,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
             sent[row.alert.id] = row.alert.fired_at
             cursor = max(cursor, row.alert.fired_at)
             idle = 0.0
-            yield _event(row)
+            yield _event(row, can_write)
         horizon = cursor - ALERT_LOOKBACK
         sent = {k: v for k, v in sent.items() if v >= horizon}
         if idle >= HEARTBEAT_S:
@@ -171,7 +173,8 @@ async def alert_feed(
     start = _parse_since(last_event_id) or _parse_since(since) or datetime.now(UTC)
     session = decode_session(request.cookies.get(COOKIE_NAME, ""), session_secret(settings))
     return StreamingResponse(
-        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session, filters),
+        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session, filters,
+                      session_can_write(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
