@@ -136,6 +136,8 @@ def _session_tenant(request: Request, db: Session, settings: Settings) -> Tenant
     if tenant is not None and session is not None:
         # Pages read the scope to leave out the write actions a read-only key may not take.
         request.state.key_scope = db.scalar(select(ApiKey.scope).where(ApiKey.key_hash == session.key_hash))
+        # Who acts, for actions that record it (a label correction names its key).
+        request.state.key_hash = session.key_hash
     return tenant
 
 
@@ -170,6 +172,12 @@ def session_scope(request: Request) -> str:
 def session_can_write(request: Request) -> bool:
     """Whether pages should offer write actions (forms, buttons) to this session."""
     return scope_allows(session_scope(request), "write")
+
+
+def session_api_key(request: Request, db: Session) -> ApiKey | None:
+    """The API key the current dashboard session was opened with (after page_tenant)."""
+    key_hash = getattr(request.state, "key_hash", None)
+    return db.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash)) if key_hash else None
 
 
 def writer_tenant(request: Request, tenant: Annotated[Tenant, Depends(page_tenant)]) -> Tenant:

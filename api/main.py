@@ -21,6 +21,7 @@ from api.routes import (
     dashboard,
     dashboard_alerts,
     dashboard_live,
+    dashboard_segments,
     health,
     keys,
     recordings,
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(dashboard_alerts.router)
     app.include_router(dashboard_live.router)
+    app.include_router(dashboard_segments.router)
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.mount(site.DOCS_ASSETS, site.docs_assets(), name="docs-assets")
     return app

@@ -17,6 +17,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from api import call_view
 from api.dashboard_auth import (
     PageTenantDep,
     WriterTenantDep,
@@ -250,6 +251,7 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
         "charts": role_timelines(timeline.segments, duration),
         "ticks": time_ticks(duration), "duration": duration,
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
+        "ov": call_view.overview(timeline.segments), "call_url": f"/dashboard/recordings/{rec.id}",
         "low_confidence": settings.uncertain_below,
         "transcript": transcript_rows.utterances if transcript_rows is not None else [],
     })
