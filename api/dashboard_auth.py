@@ -1,46 +1,37 @@
 """The dashboard's cookie session: a supervisor logs in once with an API key, the browser then
-carries a signed cookie instead of the key.
+carries a cookie instead of the key.
 
-The cookie holds the tenant id, the SHA-256 of the key (never the key) and an expiry, signed with
-HMAC-SHA256. Every request checks the signature and that the key is still an unrevoked key of that
-tenant, so revoking a key also ends the dashboard sessions opened with it."""
+The cookie is a random token, signed with HMAC-SHA256 (CALLPULSE_SESSION_SECRET), that names a row
+of `dashboard_session` (db.queries.dashboard_sessions). The row, not the cookie, is the session:
+logout deletes it, revoking the key deletes it, expiry refuses it, so a copied or stolen cookie
+stops working at once. Every request also checks that the key is still unrevoked."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 import time
-import uuid
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response, status
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep
 from callpulse.settings import Settings
-from db.models import ApiKey, Tenant
+from db.models import Tenant
+from db.queries.dashboard_sessions import OpenSession, find_session
 
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "callpulse_session"
 SECRET_FILE = "session-secret"
-
-
-@dataclass(frozen=True)
-class DashboardSession:
-    tenant_id: uuid.UUID
-    key_hash: str
-    expires_at: int
 
 
 @lru_cache
@@ -69,45 +60,30 @@ def session_secret(settings: Settings) -> bytes:
     return (settings.session_secret or _stored_secret(settings.data_dir)).encode("utf-8")
 
 
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+def _sign(value: str, secret: bytes, purpose: str) -> str:
+    # The purpose keeps a token signed for one cookie from being accepted as the other.
+    mac = hmac.new(secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def sign_token(token: str, secret: bytes, purpose: str = "session") -> str:
+    return f"{token}.{_sign(token, secret, purpose)}"
 
 
-def _sign(payload: str, secret: bytes) -> str:
-    return _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
-
-
-def encode_session(session: DashboardSession, secret: bytes) -> str:
-    body = json.dumps({"t": str(session.tenant_id), "k": session.key_hash, "e": session.expires_at},
-                      separators=(",", ":"))
-    payload = _b64(body.encode("utf-8"))
-    return f"{payload}.{_sign(payload, secret)}"
-
-
-def decode_session(cookie: str, secret: bytes, now: float | None = None) -> DashboardSession | None:
-    """None for anything not signed by us, malformed or expired."""
-    payload, _, signature = cookie.partition(".")
+def unsign_token(cookie: str, secret: bytes, purpose: str = "session") -> str | None:
+    """The token of a cookie we signed; None for anything else."""
+    token, _, signature = cookie.rpartition(".")
     try:
-        if not payload or not hmac.compare_digest(signature.encode("ascii"), _sign(payload, secret).encode()):
-            return None
+        if token and hmac.compare_digest(signature.encode("ascii"), _sign(token, secret, purpose).encode()):
+            return token
     except UnicodeError:  # a cookie with non-ASCII characters was not written by us
-        return None
-    try:
-        body = json.loads(_unb64(payload))
-        parsed = DashboardSession(uuid.UUID(body["t"]), str(body["k"]), int(body["e"]))
-    except (ValueError, KeyError, TypeError):
-        return None
-    return parsed if parsed.expires_at > (now if now is not None else time.time()) else None
+        pass
+    return None
 
 
-def set_session_cookie(response: Response, settings: Settings, tenant_id: uuid.UUID, key_hash: str) -> None:
-    session = DashboardSession(tenant_id, key_hash, int(time.time()) + settings.session_max_age_s)
+def set_session_cookie(response: Response, settings: Settings, token: str) -> None:
     response.set_cookie(
-        COOKIE_NAME, encode_session(session, session_secret(settings)), max_age=settings.session_max_age_s,
+        COOKIE_NAME, sign_token(token, session_secret(settings)), max_age=settings.session_max_age_s,
         path="/dashboard", httponly=True, samesite="lax", secure=settings.session_cookie_secure,
     )
 
@@ -116,45 +92,48 @@ def clear_session_cookie(response: Response) -> None:
     response.delete_cookie(COOKIE_NAME, path="/dashboard", httponly=True, samesite="lax")
 
 
-def tenant_for_session(db: Session, session: DashboardSession) -> Tenant | None:
-    stmt = (
-        select(Tenant)
-        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
-        .where(Tenant.id == session.tenant_id, ApiKey.key_hash == session.key_hash,
-               ApiKey.revoked_at.is_(None))
-    )
-    return db.scalar(stmt)
-
-
-def _session_tenant(request: Request, db: Session, settings: Settings) -> Tenant | None:
+def session_token(request: Request, settings: Settings) -> str | None:
     cookie = request.cookies.get(COOKIE_NAME)
-    if not cookie:
-        return None
-    session = decode_session(cookie, session_secret(settings))
-    return tenant_for_session(db, session) if session is not None else None
+    return unsign_token(cookie, session_secret(settings)) if cookie else None
+
+
+def current_session(request: Request, db: Session, settings: Settings) -> OpenSession | None:
+    """The request's live dashboard session, looked up once per request. Its CSRF token is left on
+    request.state for the templates' hidden form fields."""
+    if hasattr(request.state, "dashboard_session"):
+        cached: OpenSession | None = request.state.dashboard_session
+        return cached
+    token = session_token(request, settings)
+    found = find_session(db, token) if token else None
+    request.state.dashboard_session = found
+    if found is not None:
+        request.state.csrf_token = found.row.csrf_token
+    return found
 
 
 def login_redirect(request: Request) -> HTTPException:
     """303 to the login page, coming back here afterwards (the JSON error handler keeps headers)."""
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":  # after logging in, show the page the form was on, not a POST URL
+        target = "/dashboard"
     return HTTPException(status.HTTP_303_SEE_OTHER, detail="log in first",
                          headers={"Location": f"/dashboard/login?next={quote(target, safe='')}"})
 
 
 def page_tenant(request: Request, db: SessionDep, settings: SettingsDep) -> Tenant:
     """For HTML pages: without a valid session, send the browser to the login form."""
-    tenant = _session_tenant(request, db, settings)
-    if tenant is None:
+    found = current_session(request, db, settings)
+    if found is None:
         raise login_redirect(request)
-    return tenant
+    return found.tenant
 
 
 def live_tenant(request: Request, db: SessionDep, settings: SettingsDep) -> Tenant:
     """For the JSON, media and event-stream endpoints scripts call: a plain 401."""
-    tenant = _session_tenant(request, db, settings)
-    if tenant is None:
+    found = current_session(request, db, settings)
+    if found is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, detail="dashboard session missing or expired")
-    return tenant
+    return found.tenant
 
 
 PageTenantDep = Annotated[Tenant, Depends(page_tenant)]

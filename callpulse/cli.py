@@ -152,9 +152,30 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         if tenant is None:
             print(f"callpulse keys create: no tenant named '{args.tenant}'", file=sys.stderr)
             return 1
-        _, key = create_api_key(s, tenant.id, args.name)
-    print(f"created API key for tenant {args.tenant} (shown once; store it now)", file=sys.stderr)
+        row, key = create_api_key(s, tenant.id, args.name)
+    print(f"created API key {row.id} for tenant {args.tenant} (shown once; store it now)", file=sys.stderr)
     print(key)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    import uuid
+
+    from db.queries.dashboard_sessions import end_sessions_for_key
+    from db.queries.tenants import revoke_api_key
+    from db.session import transaction
+
+    try:
+        key_id = uuid.UUID(args.key_id)
+    except ValueError:
+        print(f"callpulse keys revoke: '{args.key_id}' is not a key id (a UUID)", file=sys.stderr)
+        return 2
+    with transaction() as s:
+        ended = end_sessions_for_key(s, key_id)
+        if revoke_api_key(s, key_id) is None:
+            print(f"callpulse keys revoke: no API key {key_id}", file=sys.stderr)
+            return 1
+    print(f"revoked API key {key_id}; ended {ended} dashboard session(s)", file=sys.stderr)
     return 0
 
 
@@ -291,6 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tenant", required=True, help="tenant name")
     p.add_argument("--name", default="", help="a label for the key")
     p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("revoke", help="revoke an API key and end its dashboard sessions at once")
+    p.add_argument("key_id", metavar="KEY_ID", help="the key's id (printed by 'keys create')")
+    p.set_defaults(func=cmd_keys_revoke)
 
     sub.add_parser("train", add_help=False,
                    help="train and evaluate the embedded emotion model, optionally with a tenant's "

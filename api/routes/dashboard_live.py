@@ -15,19 +15,13 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.dashboard_auth import (
-    COOKIE_NAME,
-    DashboardSession,
-    LiveTenantDep,
-    decode_session,
-    session_secret,
-    tenant_for_session,
-)
+from api.dashboard_auth import LiveTenantDep, session_token
 from api.dashboard_views import templates
 from api.deps import SessionDep, SettingsDep
 from db.models import RecordingStatus
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
+from db.queries.dashboard_sessions import find_session
 from db.session import transaction
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -113,13 +107,13 @@ def _event(row: queries.AlertRow) -> str:
     return f"id: {alert.fired_at.isoformat()}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
 
-def _session_valid(session: DashboardSession | None) -> bool:
+def _session_valid(token: str | None) -> bool:
     with transaction() as db:
-        return session is not None and tenant_for_session(db, session) is not None
+        return token is not None and find_session(db, token) is not None
 
 
 async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
-                        poll_s: float, session: DashboardSession | None) -> AsyncIterator[str]:
+                        poll_s: float, session: str | None) -> AsyncIterator[str]:
     sent: dict[uuid.UUID, datetime] = {}
     cursor = since
     idle = 0.0
@@ -128,7 +122,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
     while not await request.is_disconnected():
         checked += poll_s
         if checked >= HEARTBEAT_S:
-            # A stream lives for hours: a revoked key or an expired session ends it here (the
+            # A stream lives for hours: logout, a revoked key or expiry ends it here (the
             # browser reconnects, gets 401 and stops), not only at the next page load.
             checked = 0.0
             if not await run_in_threadpool(_session_valid, session):
@@ -161,7 +155,7 @@ async def alert_feed(
     """Server-sent events: one ``alert`` event per alert the tenant's rules fire from ``since``
     (or the Last-Event-ID a reconnecting browser sends; default: now)."""
     start = _parse_since(last_event_id) or _parse_since(since) or datetime.now(UTC)
-    session = decode_session(request.cookies.get(COOKIE_NAME, ""), session_secret(settings))
+    session = session_token(request, settings)
     return StreamingResponse(
         _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session),
         media_type="text/event-stream",

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callpulse.settings import get_settings
 from db.models import ApiKey, Tenant
+from db.queries.dashboard_sessions import end_sessions_for_key
 
 KEY_PREFIX = "cpk_"
 
@@ -68,3 +70,22 @@ def tenant_for_key(session: Session, key: str) -> Tenant | None:
         .where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None))
     )
     return session.scalar(stmt)
+
+
+def key_label(key: ApiKey) -> str:
+    """How a key is named to people (corrections, dashboard): its name and the first 8 hex digits
+    of its id. Never characters of the secret: those would narrow a guess and end up in exports."""
+    return f"{key.name or 'api key'} (key {key.id.hex[:8]})"
+
+
+def revoke_api_key(session: Session, key_id: uuid.UUID) -> ApiKey | None:
+    """Revoke a key and end the dashboard sessions opened with it, in the caller's transaction.
+    None when there is no such key; revoking twice keeps the first time."""
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        return None
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+    end_sessions_for_key(session, row.id)
+    session.flush()
+    return row
