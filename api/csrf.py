@@ -16,17 +16,24 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, Response, status
 from markupsafe import Markup, escape
+from sqlalchemy.orm import Session
 
 from api.client_ip import client_ip_trusted_proxy
-from api.dashboard_auth import current_session, login_redirect, session_secret, sign_token, unsign_token
 from api.deps import SessionDep, SettingsDep
+from api.signing import session_secret, sign_token, unsign_token
 from callpulse.settings import Settings
 from db.queries.dashboard_sessions import OpenSession
+
+# How the check finds the request's session (api.dashboard_auth.current_session) and what it raises
+# without one; passed in so that module can build on this one.
+SessionLookup = Callable[[Request, Session, Settings], OpenSession | None]
+NoSession = Callable[[Request], HTTPException]
 
 FIELD = "csrf_token"
 HEADER = "x-csrf-token"
@@ -102,10 +109,14 @@ def _same(sent: str, expected: str | None) -> bool:
 
 class CsrfCheck:
     """The dependency. ``login=True`` checks the pre-session token (the login form); otherwise the
-    request needs a live session (else: to the login form) and returns it."""
+    request needs a live session (else ``no_session`` is raised) and the session is returned."""
 
-    def __init__(self, login: bool = False) -> None:
+    def __init__(self, login: bool = False, session: SessionLookup | None = None,
+                 no_session: NoSession | None = None) -> None:
+        assert login or (session is not None and no_session is not None)
         self.login = login
+        self.session = session
+        self.no_session = no_session
 
     def __call__(self, request: Request, db: SessionDep, settings: SettingsDep,
                  sent: Annotated[str, Depends(submitted_token)]) -> OpenSession | None:
@@ -115,20 +126,13 @@ class CsrfCheck:
             if not _same(sent, login_token(request, settings)):
                 raise _refuse("login form token missing or expired")
             return None
-        found: OpenSession | None = current_session(request, db, settings)
+        assert self.session is not None and self.no_session is not None
+        found = self.session(request, db, settings)
         if found is None:
-            raise login_redirect(request)
+            raise self.no_session(request)
         if not _same(sent, found.row.csrf_token):
             raise _refuse("form token missing or wrong")
         return found
-
-
-login_csrf = CsrfCheck(login=True)
-session_csrf = CsrfCheck()
-
-# For state-changing dashboard routes: the checked session (tenant, key, row).
-CsrfSessionDep = Annotated[OpenSession, Depends(session_csrf)]
-LoginCsrfDep = Annotated[None, Depends(login_csrf)]
 
 
 def csrf_field(request: Request) -> Markup:

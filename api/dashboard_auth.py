@@ -8,77 +8,24 @@ stops working at once. Every request also checks that the key is still unrevoked
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
-import os
-import secrets
-import time
-from functools import lru_cache
-from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request, Response, status
 from sqlalchemy.orm import Session
 
+from api.csrf import CsrfCheck
 from api.deps import SessionDep, SettingsDep
+from api.signing import session_secret, sign_token, unsign_token
 from callpulse.settings import Settings
 from db.models import Tenant
 from db.queries.dashboard_sessions import OpenSession, find_session
+from db.queries.tenants import scope_allows
 
 log = logging.getLogger(__name__)
 
 COOKIE_NAME = "callpulse_session"
-SECRET_FILE = "session-secret"
-
-
-@lru_cache
-def _stored_secret(data_dir: Path) -> str:
-    """A secret generated once per data directory, so it survives restarts and is shared by the
-    workers of one host without anyone having configured it."""
-    path = data_dir / SECRET_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        # Another worker process may have created it a moment ago and not written it yet.
-        for _ in range(50):
-            if stored := path.read_text().strip():
-                return stored
-            time.sleep(0.02)
-        raise RuntimeError(f"{path} is empty: delete it or set CALLPULSE_SESSION_SECRET") from None
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(48))
-    log.warning("CALLPULSE_SESSION_SECRET is not set: dashboard cookies are signed with a generated "
-                "secret kept in %s; set the variable when several hosts serve the dashboard", path)
-    return path.read_text().strip()
-
-
-def session_secret(settings: Settings) -> bytes:
-    return (settings.session_secret or _stored_secret(settings.data_dir)).encode("utf-8")
-
-
-def _sign(value: str, secret: bytes, purpose: str) -> str:
-    # The purpose keeps a token signed for one cookie from being accepted as the other.
-    mac = hmac.new(secret, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(mac).decode("ascii").rstrip("=")
-
-
-def sign_token(token: str, secret: bytes, purpose: str = "session") -> str:
-    return f"{token}.{_sign(token, secret, purpose)}"
-
-
-def unsign_token(cookie: str, secret: bytes, purpose: str = "session") -> str | None:
-    """The token of a cookie we signed; None for anything else."""
-    token, _, signature = cookie.rpartition(".")
-    try:
-        if token and hmac.compare_digest(signature.encode("ascii"), _sign(token, secret, purpose).encode()):
-            return token
-    except UnicodeError:  # a cookie with non-ASCII characters was not written by us
-        pass
-    return None
 
 
 def set_session_cookie(response: Response, settings: Settings, token: str) -> None:
@@ -108,6 +55,8 @@ def current_session(request: Request, db: Session, settings: Settings) -> OpenSe
     request.state.dashboard_session = found
     if found is not None:
         request.state.csrf_token = found.row.csrf_token
+        # Pages read the scope to leave out the write actions a read-only key may not take.
+        request.state.key_scope = found.key.scope
     return found
 
 
@@ -136,5 +85,29 @@ def live_tenant(request: Request, db: SessionDep, settings: SettingsDep) -> Tena
     return found.tenant
 
 
+def session_scope(request: Request) -> str:
+    """The scope of the key the current dashboard session was opened with (after page_tenant)."""
+    return str(getattr(request.state, "key_scope", "read") or "read")
+
+
+# The CSRF check of every state-changing dashboard form (api.csrf): it needs a live session and
+# sends the browser to the login form without one.
+session_csrf = CsrfCheck(session=current_session, no_session=login_redirect)
+login_csrf = CsrfCheck(login=True)
+CsrfSessionDep = Annotated[OpenSession, Depends(session_csrf)]
+LoginCsrfDep = Annotated[None, Depends(login_csrf)]
+
+
+def writer_tenant(request: Request, checked: CsrfSessionDep) -> Tenant:
+    """For dashboard forms that change data: the CSRF check passed, and sessions of read-only keys
+    are refused with a reason."""
+    if not scope_allows(session_scope(request), "write"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="this dashboard session was opened with a read-only API key; log in "
+                                   "with a key of scope 'write' or 'admin' to change anything")
+    return checked.tenant
+
+
 PageTenantDep = Annotated[Tenant, Depends(page_tenant)]
+WriterTenantDep = Annotated[Tenant, Depends(writer_tenant)]
 LiveTenantDep = Annotated[Tenant, Depends(live_tenant)]

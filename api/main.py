@@ -21,6 +21,7 @@ from api.routes import (
     dashboard,
     dashboard_live,
     health,
+    keys,
     recordings,
     rules,
     segments,
@@ -146,6 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rules.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(keys.router)
     # Supervisor dashboard and analytics (issue 6).
     app.include_router(analytics.router)
     app.include_router(dashboard.router)

@@ -13,7 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from api.dashboard_auth import COOKIE_NAME, session_secret, sign_token, unsign_token
+from api.dashboard_auth import COOKIE_NAME
+from api.signing import session_secret, sign_token, unsign_token
 from callpulse.settings import get_settings
 from db.models import ApiKey, Prediction, Recording, Segment
 from db.queries.corrections import put_transcript, set_label
@@ -68,7 +69,8 @@ def test_forged_and_revoked_sessions_are_refused(client: TestClient, make_tenant
     valid = client.cookies[COOKIE_NAME]
     token, _, signature = valid.rpartition(".")
     forged = sign_token(token, b"guessed secret")
-    for value in (forged, f"{token}.{signature[:-2]}xx", "garbage", sign_token("a" * 43, session_secret(get_settings()))):
+    unknown = sign_token("a" * 43, session_secret(get_settings()))  # signed by us, but no such session
+    for value in (forged, f"{token}.{signature[:-2]}xx", "garbage", unknown):
         client.cookies.set(COOKIE_NAME, value, path="/dashboard")
         assert client.get("/dashboard/recordings").status_code == 303
         assert client.get("/dashboard/live/recordings", params={"ids": str(uuid.uuid4())}).status_code == 401

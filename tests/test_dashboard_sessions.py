@@ -55,8 +55,8 @@ def _key_id(tenant_id: uuid.UUID) -> uuid.UUID:
 
 def _recordings(tenant_id: uuid.UUID) -> int:
     with transaction() as s:
-        return int(s.scalar(select(func.count()).select_from(Recording).where(Recording.tenant_id == tenant_id))
-                   or 0)
+        count = s.scalar(select(func.count()).select_from(Recording).where(Recording.tenant_id == tenant_id))
+    return int(count or 0)
 
 
 def test_a_cookie_kept_after_logout_opens_nothing(client: TestClient, make_tenant) -> None:
@@ -76,7 +76,8 @@ def test_revoking_a_key_ends_all_its_sessions(client: TestClient, make_tenant) -
     with _new_client() as second:
         _login(second, key)
         with transaction() as s:
-            assert revoke_api_key(s, _key_id(tenant_id)) is not None
+            key_row = s.get(ApiKey, _key_id(tenant_id))
+            assert key_row is not None and revoke_api_key(s, key_row)
             assert s.scalar(select(func.count()).select_from(DashboardSession)
                             .where(DashboardSession.tenant_id == tenant_id)) == 0
         assert second.get("/dashboard/recordings").status_code == 303
@@ -88,7 +89,10 @@ def test_keys_revoke_cli_ends_sessions(client: TestClient, make_tenant, capsys: 
     tenant_id, key = make_tenant()
     _login(client, key)
     assert cli(["keys", "revoke", str(_key_id(tenant_id))]) == 0
-    assert "ended 1 dashboard session" in capsys.readouterr().err
+    assert "dashboard sessions are refused" in capsys.readouterr().err
+    with transaction() as s:
+        assert s.scalar(select(func.count()).select_from(DashboardSession)
+                        .where(DashboardSession.tenant_id == tenant_id)) == 0
     assert client.get("/dashboard/recordings").status_code == 303
     assert cli(["keys", "revoke", str(uuid.uuid4())]) == 1
 

@@ -16,8 +16,16 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.csrf import CsrfSessionDep, LoginCsrfDep, issue_login_token, set_login_cookie
-from api.dashboard_auth import PageTenantDep, clear_session_cookie, session_token, set_session_cookie
+from api.csrf import issue_login_token, set_login_cookie
+from api.dashboard_auth import (
+    CsrfSessionDep,
+    LoginCsrfDep,
+    PageTenantDep,
+    WriterTenantDep,
+    clear_session_cookie,
+    session_token,
+    set_session_cookie,
+)
 from api.dashboard_views import (
     LINE_W,
     alert_shares,
@@ -221,7 +229,7 @@ def _refusal(exc: Exception) -> tuple[int, str]:
 
 @router.post("/upload", response_class=HTMLResponse)
 def upload(
-    request: Request, session: SessionDep, checked: CsrfSessionDep, settings: SettingsDep,
+    request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     layout: Annotated[str, Form()] = "agent-customer",
     external_id: Annotated[str, Form(max_length=255)] = "",
@@ -229,7 +237,6 @@ def upload(
     queue: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """The same upload as POST /v1/recordings, from the calls page; then the call's page."""
-    tenant = checked.tenant
     extra = {k: v.strip() for k, v in (("agent", agent), ("queue", queue)) if v.strip()}
     metadata: dict[str, Any] = {"channel_roles": CHANNEL_LAYOUTS.get(layout, {}), "metadata": extra}
     if external_id.strip():

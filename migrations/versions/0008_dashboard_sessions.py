@@ -2,7 +2,7 @@
 key by its name and a short id instead of the first characters of its secret
 
 Revision ID: 0008
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03 15:20:00
 """
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0008'
-down_revision: str | None = '0007'
+down_revision: str | None = '0009'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
