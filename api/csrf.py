@@ -71,16 +71,15 @@ def origin_refusal(request: Request, settings: Settings) -> str | None:
     return None
 
 
-async def submitted_token(request: Request) -> str:
-    """The token a form or script sent. The form is parsed once per request (Starlette caches it),
-    so reading it here costs the route nothing."""
-    if header := request.headers.get(HEADER):
-        return header
+async def submitted_tokens(request: Request) -> tuple[str, ...]:
+    """The tokens a form (field) or script (header) sent; either may be the right one. The form is
+    parsed once per request (Starlette caches it), so reading it here costs the route nothing."""
+    sent = [request.headers.get(HEADER, "")]
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         value = (await request.form()).get(FIELD)
-        return value if isinstance(value, str) else ""
-    return ""
+        sent.append(value if isinstance(value, str) else "")
+    return tuple(token for token in sent if token)
 
 
 def login_token(request: Request, settings: Settings) -> str | None:
@@ -103,8 +102,9 @@ def set_login_cookie(response: Response, settings: Settings, token: str) -> None
                         secure=settings.session_cookie_secure)
 
 
-def _same(sent: str, expected: str | None) -> bool:
-    return bool(sent) and expected is not None and hmac.compare_digest(sent.encode(), expected.encode())
+def _matches(sent: tuple[str, ...], expected: str | None) -> bool:
+    return expected is not None and any(hmac.compare_digest(token.encode(), expected.encode())
+                                        for token in sent)
 
 
 class CsrfCheck:
@@ -119,23 +119,28 @@ class CsrfCheck:
         self.no_session = no_session
 
     def __call__(self, request: Request, db: SessionDep, settings: SettingsDep,
-                 sent: Annotated[str, Depends(submitted_token)]) -> OpenSession | None:
+                 sent: Annotated[tuple[str, ...], Depends(submitted_tokens)]) -> OpenSession | None:
         if reason := origin_refusal(request, settings):
             raise _refuse(reason)
         if self.login:
-            if not _same(sent, login_token(request, settings)):
+            if not _matches(sent, login_token(request, settings)):
                 raise _refuse("login form token missing or expired")
             return None
         assert self.session is not None and self.no_session is not None
         found = self.session(request, db, settings)
         if found is None:
             raise self.no_session(request)
-        if not _same(sent, found.row.csrf_token):
+        if not _matches(sent, found.row.csrf_token):
             raise _refuse("form token missing or wrong")
         return found
 
 
-def csrf_field(request: Request) -> Markup:
+def page_token(request: object) -> str:
+    """The token the page being rendered puts in its forms ('' where there is none, e.g. a fragment
+    rendered without its request: the script then sends the page's own token as a header)."""
+    return str(getattr(request.state, "csrf_token", "")) if isinstance(request, Request) else ""
+
+
+def csrf_field(request: object) -> Markup:
     """The hidden input every dashboard form includes (templates: ``{{ csrf_field(request) }}``)."""
-    token = getattr(request.state, "csrf_token", "")
-    return Markup(f'<input type="hidden" name="{FIELD}" value="{escape(token)}">')
+    return Markup(f'<input type="hidden" name="{FIELD}" value="{escape(page_token(request))}">')

@@ -90,6 +90,11 @@ def session_scope(request: Request) -> str:
     return str(getattr(request.state, "key_scope", "read") or "read")
 
 
+def session_can_write(request: Request) -> bool:
+    """Whether pages should offer write actions (forms, buttons) to this session."""
+    return scope_allows(session_scope(request), "write")
+
+
 # The CSRF check of every state-changing dashboard form (api.csrf): it needs a live session and
 # sends the browser to the login form without one.
 session_csrf = CsrfCheck(session=current_session, no_session=login_redirect)
