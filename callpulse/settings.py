@@ -122,6 +122,33 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     # How often the alerts feed (server-sent events) looks for new alerts of the tenant.
     dashboard_alert_poll_s: float = 1.0
+    # Dashboard forms are accepted only from our own pages (docs/SECURITY.md): the request's Host,
+    # plus these origins ("https://callpulse.example.com"), for a proxy that rewrites Host.
+    dashboard_origins: Annotated[list[str], NoDecode] = []
+
+    # --- Network and abuse limits (docs/SECURITY.md) ---
+    # Reverse proxies (addresses or CIDRs, comma list) whose X-Forwarded-For / X-Forwarded-Host
+    # are believed; from anyone else those headers are ignored. Empty: nobody's.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @field_validator("dashboard_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        for entry in value:
+            ip_network(entry, strict=False)  # ValueError names the bad entry at startup
+        return value
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod

@@ -34,7 +34,7 @@ def _answer(request: Request, session: SessionDep, tenant: Tenant, segment_id: u
     if not fragment:
         return RedirectResponse(f"{_safe_next(next_url)}#seg-{seg.index}", status.HTTP_303_SEE_OTHER)
     html = templates.env.get_template("_segment.html").render(
-        seg=seg, can_write=True, call_url=f"/dashboard/recordings/{seg.recording_id}")
+        seg=seg, can_write=True, call_url=f"/dashboard/recordings/{seg.recording_id}", request=request)
     return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 
@@ -43,9 +43,10 @@ def correct_label(request: Request, session: SessionDep, tenant: WriterTenantDep
                   label: Annotated[str, Form(max_length=40)],
                   note: Annotated[str, Form(max_length=2000)] = "",
                   next_url: Next = None, fragment: Fragment = None) -> Response:
-    key = session_api_key(request, session)
+    key = session_api_key(request)
     if key is None:  # the key was revoked between the page check and here
-        return _message(request, "Log in again", "This session's API key is gone.", 401, tenant.name)
+        return _message(request, "Log in again", "This session's API key is gone.",
+                        status.HTTP_401_UNAUTHORIZED, tenant.name)
     try:
         body = CorrectionIn(label=label, note=note.strip() or None)
         segments_api.put_label(session, key, segment_id, body)
