@@ -21,6 +21,7 @@ from api.routes import (
     dashboard,
     dashboard_live,
     health,
+    live,
     recordings,
     rules,
     segments,
@@ -150,6 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard_live.router)
+    # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
+    app.include_router(live.router)
+    live.redact_keys_in_logs()
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     return app
 

@@ -49,6 +49,8 @@ class Base(DeclarativeBase):
 
 class RecordingStatus(enum.StrEnum):
     received = "received"
+    # A call still streaming in over /v1/live: segments are analyzed as they close.
+    live = "live"
     decoding = "decoding"
     segmented = "segmented"
     analyzing = "analyzing"
@@ -128,6 +130,10 @@ class Recording(Base):
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
     # 0 for the first analysis, +1 per rescore: a rescored call's recording.completed is a new event.
     analysis_round: Mapped[int] = mapped_column(Integer, server_default="0")
+    # A live call whose socket dropped before its stop message (what arrived is still analyzed).
+    disconnected: Mapped[bool] = mapped_column(Boolean, server_default=sa_false())
+    # Conversation measures (worker/conversation.py), written when the recording becomes done.
+    conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,
