@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from callpulse import __version__
+from callpulse.cli_admin import add_admin_commands
 from callpulse.settings import get_settings
 
 BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
@@ -123,38 +124,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     enqueue(followups)
     print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
                       "transcribe": len(followups.transcribe), "completed": len(followups.completed)}))
-    return 0
-
-
-def cmd_tenants_create(args: argparse.Namespace) -> int:
-    from db.queries.tenants import TenantExists, create_tenant
-    from db.session import transaction
-
-    try:
-        with transaction() as s:
-            roles = _csv(args.analyzed_roles) if args.analyzed_roles else None
-            tenant = create_tenant(s, args.name, roles, analyze_unknown_roles=not args.skip_unknown_roles)
-            tenant_id = tenant.id
-    except TenantExists as exc:
-        print(f"callpulse tenants create: {exc}", file=sys.stderr)
-        return 1
-    print(f"created tenant {args.name}", file=sys.stderr)
-    print(tenant_id)
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from db.queries.tenants import create_api_key, get_tenant_by_name
-    from db.session import transaction
-
-    with transaction() as s:
-        tenant = get_tenant_by_name(s, args.tenant)
-        if tenant is None:
-            print(f"callpulse keys create: no tenant named '{args.tenant}'", file=sys.stderr)
-            return 1
-        _, key = create_api_key(s, tenant.id, args.name)
-    print(f"created API key for tenant {args.tenant} (shown once; store it now)", file=sys.stderr)
-    print(key)
     return 0
 
 
@@ -276,21 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
 
-    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
-    p = tenants.add_parser("create", help="create a tenant; prints its id alone on the last line")
-    p.add_argument("name")
-    p.add_argument("--analyzed-roles",
-                   help="comma list of roles that get emotion inference (default: "
-                   "CALLPULSE_DEFAULT_ANALYZED_ROLES, itself 'customer')")
-    p.add_argument("--skip-unknown-roles", action="store_true",
-                   help="do not analyze speakers whose role is unknown (mono calls)")
-    p.set_defaults(func=cmd_tenants_create)
-
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    p = keys.add_parser("create", help="create an API key; prints the key alone on the last line")
-    p.add_argument("--tenant", required=True, help="tenant name")
-    p.add_argument("--name", default="", help="a label for the key")
-    p.set_defaults(func=cmd_keys_create)
+    add_admin_commands(sub)
 
     sub.add_parser("train", add_help=False,
                    help="train and evaluate the embedded emotion model, optionally with a tenant's "

@@ -185,12 +185,18 @@ def test_over_limit_tenant_is_refused(api: Api, make_tenant) -> None:
 
 
 def test_bad_input_gets_a_reason_and_a_close_code(api: Api, call: np.ndarray, make_tenant) -> None:
-    _, key = make_tenant()
+    tenant_id, key = make_tenant()
     auth = {"X-API-Key": key}
+    from db.queries.tenants import create_api_key
+    from db.session import transaction
+
+    with transaction() as s:
+        _, read_key = create_api_key(s, tenant_id, "reader", scope="read")
     noise = np.random.default_rng(0).integers(-32768, 32767, 6400).astype("<i2").tobytes()
     cases: list[tuple[dict[str, str], str | bytes, list[str | bytes], int, str]] = [
         ({}, json.dumps(START), [], 4401, "missing API key"),
         ({"X-API-Key": "cp_not-a-key"}, json.dumps(START), [], 4401, "invalid or revoked"),
+        ({"X-API-Key": read_key}, json.dumps(START), [], 4403, "scope 'read'"),
         (auth, call[:1600].tobytes(), [], 1008, "first message must be the start event"),
         (auth, json.dumps({**START, "sample_rate": 44100}), [], 1008, "sample_rate"),
         (auth, json.dumps({**START, "channel_roles": {"2": "customer"}}), [], 1008, "channel 2"),

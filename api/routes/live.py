@@ -27,6 +27,7 @@ from starlette.websockets import WebSocketState
 from api.live_session import LiveCall, TooLong
 from api.schemas_live import (
     CLOSE_BAD_DATA,
+    CLOSE_FORBIDDEN,
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
@@ -37,7 +38,7 @@ from api.schemas_live import (
     LiveStart,
 )
 from callpulse.settings import Settings, get_settings
-from db.queries.tenants import api_key_for
+from db.queries.tenants import api_key_for, note_key_used, scope_allows
 from db.session import transaction
 from worker import live_stage
 from worker.pipeline import live_audio
@@ -91,15 +92,23 @@ async def _tenant_of(key: str | None) -> uuid.UUID:
         raise StreamError("missing API key: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
                           "or ?api_key=<key>", CLOSE_UNAUTHORIZED)
 
-    def lookup() -> uuid.UUID | None:
+    def lookup() -> tuple[uuid.UUID, str] | None:
         with transaction() as s:
             row = api_key_for(s, key)
-            return row.tenant_id if row is not None else None
+            if row is None:
+                return None
+            if scope_allows(row.scope, "write"):
+                note_key_used(row)
+            return row.tenant_id, row.scope
 
-    tenant_id = await to_thread.run_sync(lookup)
-    if tenant_id is None:
+    found = await to_thread.run_sync(lookup)
+    if found is None:
         raise StreamError("invalid or revoked API key", CLOSE_UNAUTHORIZED)
-    return tenant_id
+    if not scope_allows(found[1], "write"):
+        # A stream creates a recording: the same scope as an upload.
+        raise StreamError(f"this API key has scope '{found[1]}'; a live stream needs a key with scope "
+                          "'write' or 'admin'", CLOSE_FORBIDDEN)
+    return found[0]
 
 
 async def _fail(ws: WebSocket, reason: str, code: int) -> None:
