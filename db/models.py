@@ -100,6 +100,22 @@ class ApiKey(Base):
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 
 
+class DashboardSession(Base):
+    """A supervisor's dashboard login. The cookie carries a random token; only its SHA-256 is the
+    row's id, so reading this table does not hand out live sessions. Logout deletes the row, and so
+    does revoking the key it was opened with; an expired row is refused and swept at the next login."""
+
+    __tablename__ = "dashboard_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    # Every state-changing dashboard form must echo this (synchronizer token, bound to the session).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Recording(Base):
     __tablename__ = "recording"
     __table_args__ = (
@@ -228,7 +244,7 @@ class SegmentLabel(Base):
     # What the model said when the supervisor corrected it (its newest prediction then).
     model_label: Mapped[str | None] = mapped_column(String(32), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    labeled_by: Mapped[str] = mapped_column(String(200))  # the API key's name and prefix
+    labeled_by: Mapped[str] = mapped_column(String(200))  # the API key's name and short id
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"),
                                                          nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

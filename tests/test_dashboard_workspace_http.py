@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from db.models import Alert
 from db.session import transaction
-from tests.dashboard_fixtures import store_alert, store_call
+from tests.dashboard_fixtures import csrf_token, login_form_token, store_alert, store_call
 
 
 @pytest.fixture
@@ -26,8 +26,11 @@ def client() -> Iterator[TestClient]:
 
 
 def _login(client: TestClient, key: str) -> None:
-    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/alerts"})
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/alerts",
+                                                 "csrf_token": login_form_token(client)})
     assert resp.status_code == 303, resp.text
+    # Every later form carries the session's token, as the pages' forms and script do.
+    client.headers["X-CSRF-Token"] = csrf_token(client.get("/dashboard/alerts").text)
 
 
 def _alert(alert_id: uuid.UUID) -> Alert:
