@@ -1,7 +1,7 @@
 """Live calls and conversation measures: recording.disconnected, recording.conversation
 
 Revision ID: 0011
-Revises: 0009
+Revises: 0008
 Create Date: 2026-12-03 15:20:00
 """
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0011'
-down_revision: str | None = '0009'
+down_revision: str | None = '0008'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
