@@ -24,6 +24,7 @@ from api.routes import (
     dashboard_segments,
     health,
     keys,
+    live,
     recordings,
     rules,
     segments,
@@ -160,6 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_alerts.router)
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
+    # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
+    app.include_router(live.router)
+    live.redact_keys_in_logs()
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.mount(site.DOCS_ASSETS, site.docs_assets(), name="docs-assets")
     return app
