@@ -95,7 +95,8 @@ def evaluate(model: classifier.EmbeddedWeights, clips: list[Clip], cache_dir: Pa
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Independent evaluation of the shipped embedded model")
-    parser.add_argument("--weights", type=Path, default=Path(__file__).resolve().parents[1] / "worker" / "weights")
+    shipped = Path(__file__).resolve().parents[1] / "worker" / "weights"
+    parser.add_argument("--weights", type=Path, default=shipped)
     parser.add_argument("--cache-dir", type=Path, required=True)
     for name in LISTERS:
         parser.add_argument(f"--{name}", type=Path, help=f"{name} root directory")

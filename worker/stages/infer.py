@@ -92,7 +92,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
             if RecordingStatus(rec.status).is_final:
                 continue
             done, total = q.progress(s, rec.id, model.name, model.version)
-            if done >= total:
+            # A live call is never complete while it streams: more segments are on their way.
+            if done >= total and rec.status != RecordingStatus.live.value:
                 caches.append(complete(s, rec, settings, followups))
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call

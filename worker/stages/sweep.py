@@ -4,6 +4,7 @@ database, and publish final events that were never published (the outbox half)."
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
@@ -33,10 +34,15 @@ def sweep(settings: Settings) -> Followups:
     model = runtime.emotion_model(settings)
     per_status: dict[str, int] = defaultdict(int)
     caches: list[Path] = []
+    abandoned: list[uuid.UUID] = []
     with transaction() as s:
         for rec in q.stuck_recordings(s, cutoff):
             per_status[rec.status] += 1
             rec.updated_at = utcnow()  # at most one re-enqueue per stuck_after_s
+            if rec.status == RecordingStatus.live.value:
+                # No heartbeat from its socket for stuck_after_s: the API process died mid-call.
+                abandoned.append(rec.id)
+                continue
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
                 followups.ingest.append(rec.id)
                 continue
@@ -55,6 +61,12 @@ def sweep(settings: Settings) -> Followups:
             (followups.completed if done else followups.failed).append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
+    for rec_id in abandoned:
+        from worker.stages import live as live_stage
+
+        ended = live_stage.finish(rec_id, settings, disconnected=True)
+        followups.completed += ended.completed
+        followups.failed += ended.failed
     if per_status:
         log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))
     return followups
