@@ -167,6 +167,11 @@ def session_scope(request: Request) -> str:
     return str(getattr(request.state, "key_scope", "read") or "read")
 
 
+def session_can_write(request: Request) -> bool:
+    """Whether pages should offer write actions (forms, buttons) to this session."""
+    return scope_allows(session_scope(request), "write")
+
+
 def writer_tenant(request: Request, tenant: Annotated[Tenant, Depends(page_tenant)]) -> Tenant:
     """For dashboard forms that change data: sessions of read-only keys are refused with a reason."""
     if not scope_allows(session_scope(request), "write"):
