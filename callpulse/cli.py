@@ -27,7 +27,9 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if value:
             os.environ[f"CALLPULSE_{env}"] = str(value)
-    if getattr(args, "asr_model", None):
+    if getattr(args, "no_asr", False):
+        os.environ["CALLPULSE_ASR_ENABLED"] = "false"
+    elif getattr(args, "asr_model", None):
         os.environ["CALLPULSE_ASR_ENABLED"] = "true"
     get_settings.cache_clear()
 
@@ -62,6 +64,7 @@ def parse_roles(value: str) -> dict[int, str]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from callpulse.local import analyze_files, format_table
+    from worker.pipeline.asr import AsrUnavailable
 
     _apply_model_overrides(args)
     missing = [f for f in args.files if not Path(f).is_file()]
@@ -80,14 +83,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return 2
         transcripts[Path(args.files[0])] = Path(args.transcript)
     failures = 0
-    for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
-                                get_settings(), show_progress=not args.quiet, transcripts=transcripts):
-        failures += result.get("status") != "done"
-        if args.format == "json":
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-        else:
-            sys.stdout.write(format_table(result) + "\n")
-        sys.stdout.flush()
+    try:
+        for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
+                                    get_settings(), show_progress=not args.quiet, transcripts=transcripts):
+            failures += result.get("status") != "done"
+            if args.format == "json":
+                sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(format_table(result) + "\n")
+            sys.stdout.flush()
+    except AsrUnavailable as exc:
+        print(f"callpulse analyze: speech recognition cannot run: {exc}\n(--no-asr analyzes without words)",
+              file=sys.stderr)
+        return 2
     return 1 if failures else 0
 
 
@@ -229,9 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the call's transcript from your own ASR (JSON or WebVTT, docs/TRANSCRIPTS.md), "
                    "for a single FILE: its words feed the text model and show in the output")
     p.add_argument("--asr-model", metavar="DIR",
-                   help="a local Whisper checkpoint directory (transformers format): files without "
-                   "--transcript are transcribed with it first, so their words "
-                   "feed the text model and show in the output (docs/TRANSCRIPTS.md)")
+                   help="another speech recognition model than the bundled Whisper-base: a "
+                   "faster-whisper (CTranslate2) directory, or a transformers Whisper checkpoint "
+                   "(docs/TRANSCRIPTS.md)")
+    p.add_argument("--no-asr", action="store_true",
+                   help="do not transcribe: by default every file without --transcript is transcribed "
+                   "first (bundled Whisper-base, on CPU), so its words feed the text model and show "
+                   "under each segment")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
     p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")
@@ -250,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("worker", help="run a Celery worker on the given queues")
-    p.add_argument("--queues", default="ingest,infer,rules,notify",
-                   help="comma list among ingest,infer,rules,notify,asr (default: all but asr, which "
-                   "needs CALLPULSE_ASR_MODEL_PATH: our own speech recognition, docs/TRANSCRIPTS.md)")
+    p.add_argument("--queues", default="ingest,asr,infer,rules,notify",
+                   help="comma list among ingest,asr,infer,rules,notify (default: all; asr is our own "
+                   "speech recognition for calls without a transcript, docs/TRANSCRIPTS.md)")
     p.add_argument("--concurrency", type=int, help="worker processes (default: CPU count)")
     p.add_argument("--pool", choices=("prefork", "solo", "threads"), help="Celery pool (default prefork)")
     p.add_argument("--beat", action="store_true", help="also run the periodic sweeps (stuck recordings, "

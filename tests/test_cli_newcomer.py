@@ -43,7 +43,7 @@ def test_table_has_a_summary_and_the_policy_once(tmp_path: Path) -> None:
     assert out.count("AI Act") == 1 and "not analyzed [1]\n" in out
     # A fresh SQLite database: no SQLAlchemy warnings for the new user to puzzle over.
     assert "Warning" not in run.stderr, run.stderr
-    assert "faster than real time" in run.stderr and "backend loaded in" in run.stderr
+    assert "faster than real time" in run.stderr and "models loaded in" in run.stderr
 
     bad = subprocess.run([sys.executable, "-m", "callpulse.cli", "analyze", str(EXAMPLE), "--roles",
                           "0=agent,3=customer"], capture_output=True, text=True, env=env, timeout=120)
