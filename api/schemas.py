@@ -130,6 +130,8 @@ class RecordingDetail(RecordingSummary):
                                              "e.g. that there was nothing to do")
     media_deleted_at: datetime | None = Field(None, description="When retention removed the media "
                                               "(the analysis stays until the data itself expires)")
+    disconnected: bool = Field(default=False, description=(
+        "A live call whose socket dropped before its stop message; what arrived was analyzed."))
 
 
 class RecordingPage(BaseModel):
