@@ -166,6 +166,17 @@ class Settings(BaseSettings):
             ip_network(entry, strict=False)  # ValueError names the bad entry at startup
         return value
 
+    # --- Live calls over WebSockets (/v1/live, /v1/live/twilio) ---
+    # Streams one tenant may have open at once; the next one is refused (close code 4429).
+    live_max_streams_per_tenant: int = Field(default=20, ge=1)
+    # Longest call a stream may carry (seconds of audio); past it the stream ends (close code 4413).
+    live_max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    # After the stop message, how long the socket waits for the last segments' analysis before
+    # sending `stopped` anyway (the recording still finishes; GET /v1/recordings/{id} shows it).
+    live_stop_wait_s: float = Field(default=120.0, ge=0)
+    # How often a stream looks for newly analyzed segments and alerts to push to its client.
+    live_poll_s: float = Field(default=0.2, gt=0)
+
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod
     def _split_roles(cls, value: object) -> object:

@@ -49,6 +49,8 @@ class Base(DeclarativeBase):
 
 class RecordingStatus(enum.StrEnum):
     received = "received"
+    # A call still streaming in over /v1/live: segments are analyzed as they close.
+    live = "live"
     decoding = "decoding"
     segmented = "segmented"
     analyzing = "analyzing"
@@ -154,6 +156,10 @@ class Recording(Base):
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
     # 0 for the first analysis, +1 per rescore: a rescored call's recording.completed is a new event.
     analysis_round: Mapped[int] = mapped_column(Integer, server_default="0")
+    # A live call whose socket dropped before its stop message (what arrived is still analyzed).
+    disconnected: Mapped[bool] = mapped_column(Boolean, server_default=sa_false())
+    # Conversation measures (worker/conversation.py), written when the recording becomes done.
+    conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # Set when retention removed the media; the analysis stays until the data itself expires.
     media_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # What the last rescore found ({"at", "model_version", "outcome", "segments", "rules_rerun"}),

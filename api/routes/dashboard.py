@@ -17,7 +17,7 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api import rate_limit
+from api import call_view, rate_limit
 from api.client_ip import client_ip
 from api.csrf import issue_login_token, set_login_cookie
 from api.dashboard_auth import (
@@ -164,8 +164,9 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
              start_day: Annotated[str | None, Query(alias="from")] = None,
              end_day: Annotated[str | None, Query(alias="to")] = None) -> HTMLResponse:
     first, last = _day(start_day, "from"), _day(end_day, "to")
-    end = _day_start(last or datetime.now(UTC).date()) + timedelta(days=1)
-    start, end = resolve_range(_day_start(first) if first else end - timedelta(days=14), end)
+    # The same default period as /v1/analytics (resolve_range), so the page and the API agree.
+    end = _day_start(last) + timedelta(days=1) if last else None
+    start, end = resolve_range(_day_start(first) if first else None, end)
     last_day = (end - timedelta(days=1)).date()
     by_day = every_day(analytics_q.emotion_distribution(session, tenant.id, "day", start, end), start.date(),
                        last_day)
@@ -282,6 +283,7 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
         "charts": role_timelines(timeline.segments, duration),
         "ticks": time_ticks(duration), "duration": duration,
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
+        "ov": call_view.overview(timeline.segments), "call_url": f"/dashboard/recordings/{rec.id}",
         "low_confidence": settings.uncertain_below,
         "transcript": transcript_rows.utterances if transcript_rows is not None else [],
     })
