@@ -218,3 +218,18 @@ def test_the_431_answer_names_the_setting(api_server: tuple[str, int]) -> None:
         while chunk := sock.recv(4096):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 431") and b"CALLPULSE_MAX_HEADER_BYTES" in answer
+
+
+def test_live_stream_keys_are_counted_like_every_other_way_in(make_tenant) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    _, key = make_tenant()
+    with _client(auth_failures_per_ip=1) as client:
+        for headers, reason, code in (({"X-API-Key": "cpk_wrong"}, "invalid or revoked", 4401),
+                                      ({"X-API-Key": key}, "failed authentication", 4429)):
+            with client.websocket_connect("/v1/live", headers=headers) as ws:
+                ws.send_text('{"event": "start", "sample_rate": 16000, "channels": 1}')
+                assert reason in ws.receive_json()["reason"]
+                with pytest.raises(WebSocketDisconnect) as closed:
+                    ws.receive_json()
+                assert closed.value.code == code
