@@ -153,8 +153,9 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
              start_day: Annotated[str | None, Query(alias="from")] = None,
              end_day: Annotated[str | None, Query(alias="to")] = None) -> HTMLResponse:
     first, last = _day(start_day, "from"), _day(end_day, "to")
-    end = _day_start(last or datetime.now(UTC).date()) + timedelta(days=1)
-    start, end = resolve_range(_day_start(first) if first else end - timedelta(days=14), end)
+    # The same default period as /v1/analytics (resolve_range), so the page and the API agree.
+    end = _day_start(last) + timedelta(days=1) if last else None
+    start, end = resolve_range(_day_start(first) if first else None, end)
     last_day = (end - timedelta(days=1)).date()
     by_day = every_day(analytics_q.emotion_distribution(session, tenant.id, "day", start, end), start.date(),
                        last_day)
