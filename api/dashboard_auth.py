@@ -19,7 +19,7 @@ from api.csrf import CsrfCheck
 from api.deps import SessionDep, SettingsDep
 from api.signing import session_secret, sign_token, unsign_token
 from callpulse.settings import Settings
-from db.models import Tenant
+from db.models import ApiKey, Tenant
 from db.queries.dashboard_sessions import OpenSession, find_session
 from db.queries.tenants import scope_allows
 
@@ -93,6 +93,13 @@ def session_scope(request: Request) -> str:
 def session_can_write(request: Request) -> bool:
     """Whether pages should offer write actions (forms, buttons) to this session."""
     return scope_allows(session_scope(request), "write")
+
+
+def session_api_key(request: Request) -> ApiKey | None:
+    """The API key the current dashboard session was opened with (after page_tenant): who acts,
+    for actions that record it (a label correction names its key)."""
+    found: OpenSession | None = getattr(request.state, "dashboard_session", None)
+    return found.key if found is not None else None
 
 
 # The CSRF check of every state-changing dashboard form (api.csrf): it needs a live session and
