@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from db.models import Alert
 from db.session import transaction
-from tests.dashboard_fixtures import login_form_token, rescore_last_customer_segment, store_call
+from tests.dashboard_fixtures import rescore_last_customer_segment, store_call
 
 D1, D2 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC), datetime(2026, 3, 3, 23, 30, tzinfo=UTC)
 RANGE = "from=2026-03-01T00:00:00Z&to=2026-03-05T00:00:00Z"
@@ -151,7 +151,10 @@ def test_overview_and_api_share_one_default_period(client: TestClient, make_tena
     tomorrow = (now + timedelta(days=1)).date().isoformat()
     assert api["from"].startswith(first_day) and api["to"].startswith(tomorrow)
 
-    login = {"api_key": key, "csrf_token": login_form_token(client)}
-    assert client.post("/dashboard/login", data=login, follow_redirects=False).status_code == 303
+    from tests.dashboard_fixtures import login_form_token
+
+    login = client.post("/dashboard/login", data={"api_key": key, "csrf_token": login_form_token(client)},
+                        follow_redirects=False)
+    assert login.status_code == 303, login.text
     page = client.get("/dashboard").text
     assert f"Finished calls created {first_day} to {now.date().isoformat()} (UTC): 1." in page
