@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from api.deps import SessionDep, SettingsDep
 from callpulse.settings import Settings
 from db.models import ApiKey, Tenant
+from db.queries.tenants import scope_allows
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,11 @@ def _session_tenant(request: Request, db: Session, settings: Settings) -> Tenant
     if not cookie:
         return None
     session = decode_session(cookie, session_secret(settings))
-    return tenant_for_session(db, session) if session is not None else None
+    tenant = tenant_for_session(db, session) if session is not None else None
+    if tenant is not None and session is not None:
+        # Pages read the scope to leave out the write actions a read-only key may not take.
+        request.state.key_scope = db.scalar(select(ApiKey.scope).where(ApiKey.key_hash == session.key_hash))
+    return tenant
 
 
 def login_redirect(request: Request) -> HTTPException:
@@ -157,5 +162,25 @@ def live_tenant(request: Request, db: SessionDep, settings: SettingsDep) -> Tena
     return tenant
 
 
+def session_scope(request: Request) -> str:
+    """The scope of the key the current dashboard session was opened with (after page_tenant)."""
+    return str(getattr(request.state, "key_scope", "read") or "read")
+
+
+def session_can_write(request: Request) -> bool:
+    """Whether pages should offer write actions (forms, buttons) to this session."""
+    return scope_allows(session_scope(request), "write")
+
+
+def writer_tenant(request: Request, tenant: Annotated[Tenant, Depends(page_tenant)]) -> Tenant:
+    """For dashboard forms that change data: sessions of read-only keys are refused with a reason."""
+    if not scope_allows(session_scope(request), "write"):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail="this dashboard session was opened with a read-only API key; log in "
+                                   "with a key of scope 'write' or 'admin' to change anything")
+    return tenant
+
+
 PageTenantDep = Annotated[Tenant, Depends(page_tenant)]
+WriterTenantDep = Annotated[Tenant, Depends(writer_tenant)]
 LiveTenantDep = Annotated[Tenant, Depends(live_tenant)]

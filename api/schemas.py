@@ -7,7 +7,7 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -184,7 +184,7 @@ class TimelineSegment(BaseModel):
             id=segment.id, index=segment.index, role=segment.role, speaker=segment.speaker,
             channel=segment.channel, start_s=segment.start_s, end_s=segment.end_s,
             analyzed=segment.analyzed, skip_reason=segment.skip_reason,
-            words=[WordOut(start_s=w.start_s, end_s=w.end_s, text=w.text) for w in words],
+            words=[WordOut.build(w) for w in words],
             correction=CorrectionOut.build(correction) if correction is not None else None,
         )
         if prediction is not None:
@@ -207,14 +207,21 @@ class Timeline(BaseModel):
     recording_id: uuid.UUID
     status: RecordingStatus
     duration_s: float | None
+    language: str | None = Field(default=None, description="The call's language: the upload's `language`, "
+                                 "else the one our ASR heard most.")
+    transcript_source: Literal["upload", "asr"] | None = Field(
+        default=None, description="Where the words come from: the client's transcript or our ASR; null "
+        "when the call has none.")
     segments: list[TimelineSegment]
 
     @classmethod
     def build(cls, rec: Recording, rows: Sequence[tuple[Segment, Prediction | None]],
-              words: TranscriptIndex | None = None, labels: Mapping[uuid.UUID, SegmentLabel] | None = None
+              words: TranscriptIndex | None = None, labels: Mapping[uuid.UUID, SegmentLabel] | None = None,
+              transcript_source: Literal["upload", "asr"] | None = None, language: str | None = None,
               ) -> Timeline:
         labels = labels or {}
         return cls(recording_id=rec.id, status=RecordingStatus(rec.status), duration_s=rec.duration_s,
+                   language=rec.language or language, transcript_source=transcript_source,
                    segments=[TimelineSegment.build(
                        seg, pred,
                        words.words(seg.start_s, seg.end_s, seg.channel) if words else (),

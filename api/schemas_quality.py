@@ -8,15 +8,23 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from db.models import SegmentLabel
+from worker.pipeline.contracts import Word
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
 
 LABELS = CANONICAL_LABELS + MAFW_EXTRA_LABELS
 
 
 class WordOut(BaseModel):
+    word: str
     start_s: float
     end_s: float
-    text: str
+    probability: float | None = Field(default=None, description="The recogniser's confidence in the word "
+                                      "(our ASR); null for uploaded transcripts that did not give one.")
+    text: str = Field(description="The word again (the name this field had first).")
+
+    @classmethod
+    def build(cls, w: Word) -> WordOut:
+        return cls(word=w.text, start_s=w.start_s, end_s=w.end_s, probability=w.probability, text=w.text)
 
 
 class UtteranceOut(BaseModel):
@@ -27,6 +35,7 @@ class UtteranceOut(BaseModel):
     channel: int | None = Field(default=None, description="Audio channel the words were said on, "
                                 "when the transcript or the channel roles say so.")
     words: list[WordOut] = Field(default_factory=list)
+    language: str | None = Field(default=None, description="Language our ASR heard on the channel.")
 
 
 class TranscriptOut(BaseModel):

@@ -73,6 +73,11 @@ def analyze_files(
     progress.update(0, "model", f"loading {settings.model_backend} backend")
     model = runtime.emotion_model(settings)
     runtime.vad_model()
+    if settings.asr_enabled and any(p not in transcripts for p in paths):
+        # Loaded now, so a broken model stops the run with its reason instead of silently giving
+        # every file no words (AsrUnavailable reaches the CLI).
+        progress.update(0, "model", "loading speech recognition")
+        runtime.asr_model(settings)
 
     for n, path in enumerate(paths, start=1):
         started = time.perf_counter()
@@ -107,7 +112,7 @@ def analyze_files(
 
         try:
             followups = stages.ingest(rec_id, settings)
-            if followups.transcribe:  # --asr-model and no --transcript: words first, as a worker does
+            if followups.transcribe:  # no --transcript: words first, as a worker does
                 progress.update(n, path.name, "transcribing")
                 followups = _transcribe(rec_id, settings, progress)
             total = sum(len(b) for b in followups.infer_batches)
@@ -179,6 +184,9 @@ def format_table(result: dict[str, Any]) -> str:
     head = f"== {result['file']}"
     if result.get("duration_s"):
         head += f"  ({_clock(result['duration_s'])}, {result['status']})"
+    if result.get("transcript_source"):
+        head += f"  words: {result['transcript_source']}" + (f" ({result['language']})"
+                                                             if result.get("language") else "")
     lines = [head]
     if result.get("error"):
         lines.append(f"   error: {result['error']}")
@@ -187,6 +195,8 @@ def format_table(result: dict[str, Any]) -> str:
         role = f"{seg['role']:<9}"
         if seg.get("label") is None:
             lines.append(f"  {span}  {role} —  not analyzed: {seg.get('skip_reason') or 'pending'}")
+            if seg.get("words"):
+                lines.append(f"      words: {' '.join(w['word'] for w in seg['words'])}")
             continue
         va = ""
         if seg.get("valence") is not None:
@@ -196,7 +206,7 @@ def format_table(result: dict[str, Any]) -> str:
         if seg.get("reasoning_text"):
             lines.append(f"      {seg['reasoning_text'].splitlines()[0]}")
         if seg.get("words"):
-            lines.append(f"      words: {' '.join(w['text'] for w in seg['words'])}")
+            lines.append(f"      words: {' '.join(w['word'] for w in seg['words'])}")
         for item in seg.get("reasoning", []):
             cue = f"[{item['modality']}/{item['cue']}]"
             lines.append(f"      {_clock(item['start_s'])}  {cue} {item['text']}")

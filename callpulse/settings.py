@@ -79,16 +79,21 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
-    # --- Our own speech recognition (issue 4, worker/pipeline/asr.py) ---
-    # Calls uploaded without a transcript get one from a local Whisper checkpoint (transformers)
-    # before emotion inference, on the `asr` queue (docs/TRANSCRIPTS.md). Device and dtype are the
-    # `device`/`dtype` settings above.
-    asr_enabled: bool = False
+    # --- Our own speech recognition (worker/pipeline/whisper_ct2.py, asr.py) ---
+    # Calls uploaded without a transcript get one before emotion inference, on the `asr` queue
+    # (docs/TRANSCRIPTS.md): by default from the bundled multilingual Whisper-base through
+    # faster-whisper (CTranslate2: int8 on CPU, float16 on CUDA). asr_model_path: any other
+    # faster-whisper directory (model.bin), or a transformers Whisper checkpoint for GPU workers.
+    asr_enabled: bool = True
     asr_model_path: Path | None = None
-    # Language code for every call ("en"); a recording's own `language` wins; None: detected.
+    # Language code for every call ("en"); a recording's own `language` wins; None: detected per channel.
     asr_language: str | None = None
-    # 30 s windows decoded at once (halved automatically when the GPU runs out of memory).
-    asr_batch_size: int = Field(default=8, ge=1, le=256)
+    # 30 s windows decoded at once (the transformers engine halves it when the GPU runs out of memory).
+    asr_batch_size: int = Field(default=4, ge=1, le=256)
+    # faster-whisper: CPU threads per model (each worker process has its own) and the CTranslate2
+    # compute type ("auto": int8 on CPU, float16 on CUDA).
+    asr_threads: int = Field(default=2, ge=0, le=64)
+    asr_compute_type: str = "auto"
 
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.

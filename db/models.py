@@ -69,6 +69,11 @@ class Tenant(Base):
     analyzed_roles: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["customer"])
     # Mono recordings and stereo calls without channel roles have role "unknown".
     analyze_unknown_roles: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Retention in days, counted from a call's upload; None keeps it until deleted by hand. Media
+    # (the upload and the decoded-audio cache) and derived data (the call's row, segments,
+    # predictions, alerts, ...) expire separately, so audio can go long before the analytics.
+    media_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    data_retention_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
@@ -83,7 +88,11 @@ class ApiKey(Base):
     # Only a SHA-256 of the key is stored; keys are 256-bit random so a slow hash adds nothing.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
+    # read: GET only; write: everything a tenant does with its data; admin: also manages keys.
+    scope: Mapped[str] = mapped_column(String(16), server_default="write")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Updated at most once a minute (api/deps.py), so a busy key does not write on every request.
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
@@ -95,6 +104,7 @@ class Recording(Base):
         UniqueConstraint("tenant_id", "external_id"),
         Index("ix_recording_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_recording_status_updated", "status", "updated_at"),
+        Index("ix_recording_tenant_media", "tenant_id", "media_deleted_at", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -128,6 +138,11 @@ class Recording(Base):
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
     # 0 for the first analysis, +1 per rescore: a rescored call's recording.completed is a new event.
     analysis_round: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Set when retention removed the media; the analysis stays until the data itself expires.
+    media_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # What the last rescore found ({"at", "model_version", "outcome", "segments", "rules_rerun"}),
+    # so a rescore that had nothing to do says so instead of silently changing nothing.
+    last_rescore: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
     segments: Mapped[list[Segment]] = relationship(
         back_populates="recording", cascade="all, delete-orphan", passive_deletes=True,

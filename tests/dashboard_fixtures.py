@@ -53,3 +53,24 @@ def rescore_last_customer_segment(rec_id: uuid.UUID, label: str, valence: float)
         rec = s.get(Recording, rec_id)
         if rec is not None and rec.status == RecordingStatus.done.value:
             write_emotion_rollup(s, rec_id)  # a re-analysis finishing would rewrite the rollup too
+
+
+def store_alert(tenant_id: uuid.UUID, rec_id: uuid.UUID, rule_name: str = "Angry customer",
+                severity: str = "high", start_s: float = 1.0) -> uuid.UUID:
+    """A rule (version 1) and one open alert of it on ``rec_id``, as the rules stage would store them."""
+    from db.models import Alert
+    from db.queries.rules import create_rule
+
+    with transaction() as s:
+        definition = {"severity": severity, "when": {"label": "angry"}}
+        rule, version = create_rule(s, tenant_id, rule_name, "", True, definition, severity)
+        alert = Alert(tenant_id=tenant_id, rule_id=rule.id, rule_version_id=version.id, rule_version=1,
+                      recording_id=rec_id, window_key=f"w{uuid.uuid4().hex[:8]}", severity=severity,
+                      first_segment_index=0, last_segment_index=0, start_s=start_s, end_s=start_s + 3.0,
+                      fired_at_s=start_s + 3.0, evidence=[{
+                          "condition": "when", "kind": "label", "text": "customer angry 0.90 for 3.0 s",
+                          "role": "customer", "first_segment_index": 0, "last_segment_index": 0,
+                          "start_s": start_s, "end_s": start_s + 3.0}])
+        s.add(alert)
+        s.flush()
+        return alert.id

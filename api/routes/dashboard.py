@@ -1,4 +1,5 @@
-"""/dashboard: the supervisors' pages (server-rendered): login, overview, calls, a call, alerts.
+"""/dashboard: the supervisors' pages (server-rendered): login, overview, calls, a call (the alert
+feed is dashboard_alerts).
 
 Every page is tenant-scoped through the cookie session (api.dashboard_auth); another tenant's call
 answers 404 exactly like a call that does not exist. Live parts are in dashboard_live."""
@@ -16,7 +17,13 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api.dashboard_auth import PageTenantDep, clear_session_cookie, set_session_cookie
+from api.dashboard_auth import (
+    PageTenantDep,
+    WriterTenantDep,
+    clear_session_cookie,
+    session_can_write,
+    set_session_cookie,
+)
 from api.dashboard_views import (
     LINE_W,
     alert_shares,
@@ -62,6 +69,8 @@ SECURITY_HEADERS = {
 
 
 def _page(request: Request, template: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
+    # A read-only key's session sees no write actions (its posts are refused all the same).
+    context.setdefault("can_write", session_can_write(request))
     return templates.TemplateResponse(request, template, context, status_code=code, headers=SECURITY_HEADERS)
 
 
@@ -203,7 +212,7 @@ def _refusal(exc: Exception) -> tuple[int, str]:
 
 @router.post("/upload", response_class=HTMLResponse)
 def upload(
-    request: Request, session: SessionDep, tenant: PageTenantDep, settings: SettingsDep,
+    request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
     file: Annotated[UploadFile, File()],
     layout: Annotated[str, Form()] = "agent-customer",
     external_id: Annotated[str, Form(max_length=255)] = "",
@@ -243,14 +252,4 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
         "low_confidence": settings.uncertain_below,
         "transcript": transcript_rows.utterances if transcript_rows is not None else [],
-    })
-
-
-@router.get("/alerts", response_class=HTMLResponse)
-def alerts(request: Request, session: SessionDep, tenant: PageTenantDep) -> HTMLResponse:
-    return _page(request, "alerts.html", {
-        "tenant_name": tenant.name, "nav": "alerts",
-        "alerts": queries.recent_alerts(session, tenant.id, PAGE_SIZE),
-        # The stream starts where this page's list ends, so nothing fired in between is lost.
-        "stream_since": datetime.now(UTC).isoformat(),
     })

@@ -20,11 +20,13 @@ from api.dashboard_auth import (
     DashboardSession,
     LiveTenantDep,
     decode_session,
+    session_can_write,
     session_secret,
     tenant_for_session,
 )
 from api.dashboard_views import templates
 from api.deps import SessionDep, SettingsDep
+from api.routes.dashboard_alerts import feed_filters
 from db.models import RecordingStatus
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
@@ -97,18 +99,19 @@ def _parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
-def _alerts_since(tenant_id: uuid.UUID, since: datetime) -> list[queries.AlertRow]:
+def _alerts_since(tenant_id: uuid.UUID, since: datetime, filters: queries.FeedFilters
+                  ) -> list[queries.AlertRow]:
     # Its own short transaction per poll: a stream lives for hours and must hold no connection.
     with transaction() as session:
-        return list(reversed(queries.recent_alerts(session, tenant_id, MAX_WATCHED, since)))
+        return list(reversed(queries.recent_alerts(session, tenant_id, MAX_WATCHED, since, filters)))
 
 
-def _event(row: queries.AlertRow) -> str:
+def _event(row: queries.AlertRow, can_write: bool) -> str:
     alert = row.alert
     data = {"id": str(alert.id), "recording_id": str(alert.recording_id), "severity": alert.severity,
             "rule": row.rule_name, "start_s": alert.start_s, "fired_at": alert.fired_at.isoformat(),
             "url": f"/dashboard/recordings/{alert.recording_id}#t={alert.start_s:.2f}",
-            "html": templates.env.get_template("_alert_item.html").render(row=row)}
+            "html": templates.env.get_template("_alert_item.html").render(row=row, can_write=can_write)}
     # The event id is the fired_at time: a reconnecting browser sends it back as Last-Event-ID.
     return f"id: {alert.fired_at.isoformat()}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
@@ -118,8 +121,9 @@ def _session_valid(session: DashboardSession | None) -> bool:
         return session is not None and tenant_for_session(db, session) is not None
 
 
-async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
-                        poll_s: float, session: DashboardSession | None) -> AsyncIterator[str]:
+async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime, poll_s: float,
+                        session: DashboardSession | None, filters: queries.FeedFilters, can_write: bool
+                        ) -> AsyncIterator[str]:
     sent: dict[uuid.UUID, datetime] = {}
     cursor = since
     idle = 0.0
@@ -133,7 +137,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
             checked = 0.0
             if not await run_in_threadpool(_session_valid, session):
                 return
-        rows = await run_in_threadpool(_alerts_since, tenant_id, cursor - ALERT_LOOKBACK)
+        rows = await run_in_threadpool(_alerts_since, tenant_id, cursor - ALERT_LOOKBACK, filters)
         for row in rows:
             # fired_at is stamped at insert but visible only at commit: an alert committed while the
             # page rendered can carry an earlier stamp. The page's script drops ids it already shows.
@@ -142,7 +146,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
             sent[row.alert.id] = row.alert.fired_at
             cursor = max(cursor, row.alert.fired_at)
             idle = 0.0
-            yield _event(row)
+            yield _event(row, can_write)
         horizon = cursor - ALERT_LOOKBACK
         sent = {k: v for k, v in sent.items() if v >= horizon}
         if idle >= HEARTBEAT_S:
@@ -157,13 +161,20 @@ async def alert_feed(
     request: Request, tenant: LiveTenantDep, settings: SettingsDep,
     since: Annotated[str | None, Query(max_length=64)] = None,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    state: Annotated[str | None, Query(max_length=16)] = None,
+    severity: Annotated[str | None, Query(max_length=16)] = None,
+    rule: Annotated[str | None, Query(max_length=40)] = None,
+    agent: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
+    queue: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
 ) -> StreamingResponse:
     """Server-sent events: one ``alert`` event per alert the tenant's rules fire from ``since``
-    (or the Last-Event-ID a reconnecting browser sends; default: now)."""
+    (or the Last-Event-ID a reconnecting browser sends; default: now), filtered like the feed."""
+    filters = feed_filters(state, severity, rule, agent, queue)
     start = _parse_since(last_event_id) or _parse_since(since) or datetime.now(UTC)
     session = decode_session(request.cookies.get(COOKIE_NAME, ""), session_secret(settings))
     return StreamingResponse(
-        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session),
+        _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session, filters,
+                      session_can_write(request)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -105,3 +105,54 @@
     window.addEventListener("pagehide", () => source.close());
   }
 })();
+
+// Forms marked data-fragment (alert actions, label corrections) are sent with fetch; the server
+// answers with the changed item's HTML, which replaces the form's item in place. Without script
+// the same forms post normally and the server redirects back.
+(function () {
+  "use strict";
+  document.addEventListener("submit", async (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.fragment) return;
+    const item = form.closest("[data-fragment-item]") || form.closest("li");
+    if (!item) return;
+    event.preventDefault();
+    const submitter = event.submitter;
+    const action = (submitter && submitter.hasAttribute("formaction")) ? submitter.formAction : form.action;
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      const response = await fetch(action, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+        headers: { "X-Dashboard-Fragment": form.dataset.fragment },
+      });
+      const html = await response.text();
+      if (response.ok) {
+        const holder = document.createElement(item.tagName === "LI" ? "ol" : "div");
+        holder.innerHTML = html; // rendered and escaped by the server's template
+        const fresh = holder.firstElementChild;
+        if (fresh) {
+          item.replaceWith(fresh);
+          const focusable = fresh.querySelector("[data-focus-after], button, a");
+          if (focusable) focusable.focus();
+          return;
+        }
+      }
+      // A refusal comes back as a page with the reason: show the reason beside the form.
+      const page = new DOMParser().parseFromString(html, "text/html");
+      const reason = page.querySelector("main p, .error");
+      let note = form.querySelector(".form-error");
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "error form-error";
+        note.setAttribute("role", "alert");
+        form.append(note);
+      }
+      note.textContent = reason ? reason.textContent : "The change was refused (" + response.status + ").";
+    } catch (err) {
+      form.submit(); // the network hiccuped: fall back to a plain post
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  });
+})();

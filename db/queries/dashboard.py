@@ -137,13 +137,42 @@ def _alert_rows(session: Session, stmt_where: list, limit: int) -> list[AlertRow
             for alert, rule_name, external_id, filename in session.execute(stmt)]
 
 
-def recent_alerts(session: Session, tenant_id: uuid.UUID, limit: int,
-                  fired_since: datetime | None = None) -> list[AlertRow]:
-    """The tenant's newest alerts, optionally only those fired at or after ``fired_since``."""
+@dataclass(frozen=True)
+class FeedFilters:
+    """What the alert feed shows; None means any."""
+
+    state: str | None = None
+    severity: str | None = None
+    rule_id: uuid.UUID | None = None
+    agent: str | None = None
+    queue: str | None = None
+
+
+def recent_alerts(session: Session, tenant_id: uuid.UUID, limit: int, fired_since: datetime | None = None,
+                  filters: FeedFilters | None = None) -> list[AlertRow]:
+    """The tenant's newest alerts matching ``filters``, optionally only those fired at or after
+    ``fired_since``."""
     where = [Alert.tenant_id == tenant_id]
     if fired_since is not None:
         where.append(Alert.fired_at >= fired_since)
+    f = filters or FeedFilters()
+    if f.state is not None:
+        where.append(Alert.state == f.state)
+    if f.severity is not None:
+        where.append(Alert.severity == f.severity)
+    if f.rule_id is not None:
+        where.append(Alert.rule_id == f.rule_id)
+    if f.agent is not None:
+        where.append(metadata_text("agent") == f.agent)
+    if f.queue is not None:
+        where.append(metadata_text("queue") == f.queue)
     return _alert_rows(session, where, limit)
+
+
+def alert_row(session: Session, tenant_id: uuid.UUID, alert_id: uuid.UUID) -> AlertRow | None:
+    """One of the tenant's alerts as the feed shows it (another tenant's: None)."""
+    rows = _alert_rows(session, [Alert.tenant_id == tenant_id, Alert.id == alert_id], 1)
+    return rows[0] if rows else None
 
 
 def recording_alerts(session: Session, tenant_id: uuid.UUID, recording_id: uuid.UUID,

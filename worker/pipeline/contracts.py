@@ -73,6 +73,7 @@ class Word:
     start_s: float
     end_s: float
     text: str
+    probability: float | None = None  # the recogniser's confidence in it (our ASR); None if unknown
 
 
 @dataclass(frozen=True)

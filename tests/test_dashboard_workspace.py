@@ -1,0 +1,89 @@
+"""The supervisor workspace in a real browser (Chromium through Playwright, a real `callpulse api`):
+acknowledging and resolving alerts with a note from the feed and from the call page, `/docs`
+rendering with every request outside this host blocked, `/` leading to the dashboard.
+Screenshots at 1280×800 and tablet width go to test-artifacts/."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from urllib.parse import urlparse
+
+from tests import browser_fixtures as bf
+from tests.browser_fixtures import browser, server  # noqa: F401 (fixtures)
+from tests.dashboard_fixtures import store_alert, store_call
+
+expect = bf.sync_api.expect
+
+
+def test_docs_render_offline_and_root_leads_to_the_dashboard(server: str, browser) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    outside: list[str] = []
+
+    def only_this_host(route) -> None:
+        if urlparse(route.request.url).netloc == urlparse(server).netloc:
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_this_host)
+    page = context.new_page()
+    page.goto(f"{server}/docs")
+    # Swagger UI drew the operations from /openapi.json with its own script and styles.
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("CallPulse", timeout=20_000)
+    expect(page.locator(".opblock-summary-path", has_text="/v1/recordings").first).to_be_visible()
+    radius = "() => getComputedStyle(document.querySelector('.swagger-ui .opblock')).borderRadius"
+    assert page.evaluate(radius) != "0px"  # the stylesheet applied
+    bf.shoot(page, "docs")
+    assert outside == []
+
+    page.goto(f"{server}/")
+    assert urlparse(page.url).path == "/dashboard/login"  # / → /dashboard → the login form
+    assert page.locator("link[rel='icon']").get_attribute("href") == "/dashboard/static/favicon.svg"
+    assert context.request.get(f"{server}/favicon.ico").ok
+    assert outside == []
+    context.close()
+
+
+def test_acknowledge_and_resolve_an_alert_with_notes(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {"agent": "ann", "queue": "billing"},
+                        [("agent", None, 2.0, None), ("customer", "angry", 4.0, -0.7)])
+    first = store_alert(tenant_id, rec_id, "Angry customer", "high", start_s=3.0)
+    second = store_alert(tenant_id, rec_id, "Long silence", "low", start_s=5.0)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, "/dashboard/alerts")
+
+    item = page.locator(f"#alert-{first}")
+    expect(item.locator("[data-cell='state']")).to_have_text("open")
+    item.get_by_label("Note on Angry customer").fill("calling the customer back")
+    item.get_by_role("button", name="Acknowledge").click()
+    # Replaced in place by the server's re-rendering: no reload, the feed keeps its place.
+    expect(item.locator("[data-cell='state']")).to_have_text("acknowledged")
+    expect(item.locator("[data-cell='note']")).to_contain_text("calling the customer back")
+    expect(item.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    bf.shoot(page, "alerts-actions")
+
+    # Filters: open alerts of the low severity only.
+    page.get_by_label("Severity").select_option("low")
+    page.get_by_role("button", name="Apply").click()
+    page.wait_for_url(re.compile(r"severity=low"))
+    expect(page.locator("#alert-feed [data-alert-id]")).to_have_count(1)
+    expect(page.locator(f"#alert-{second}")).to_be_visible()
+
+    # From the call page: resolve the acknowledged alert with a note.
+    page.goto(f"{server}/dashboard/recordings/{rec_id}")
+    on_call = page.locator(f"#alert-{first}")
+    on_call.get_by_label("Note on Angry customer").fill("refund issued")
+    on_call.get_by_role("button", name="Resolve").click()
+    expect(on_call.locator("[data-cell='state']")).to_have_text("resolved")
+    expect(on_call.locator("[data-cell='note']")).to_contain_text("refund issued")
+    expect(on_call.locator("form")).to_have_count(0)
+    bf.shoot(page, "call-alerts")
+
+    page.goto(f"{server}/dashboard/alerts?state=resolved")
+    expect(page.locator("#alert-feed [data-alert-id]")).to_have_count(1)
+    expect(page.locator(f"#alert-{first}")).to_contain_text("refund issued")
+    context.close()
