@@ -126,6 +126,8 @@ class RecordingDetail(RecordingSummary):
     progress: Progress
     role_counts: dict[str, RoleCountsOut] = Field(description="Segment counts per speaker role.")
     timeline_url: str
+    disconnected: bool = Field(default=False, description=(
+        "A live call whose socket dropped before its stop message; what arrived was analyzed."))
 
 
 class RecordingPage(BaseModel):

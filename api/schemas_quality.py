@@ -75,7 +75,8 @@ class CorrectionOut(BaseModel):
     note: str | None
     model_label: str | None = Field(description="The model's label when the correction was made.")
     model_version: str | None
-    labeled_by: str = Field(description="Name and prefix of the API key that set the label.")
+    labeled_by: str = Field(description="Name and short id (first 8 hex digits of its id) of the API key "
+                                        "that set the label.")
     created_at: datetime
     updated_at: datetime
 

@@ -130,6 +130,44 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     # How often the alerts feed (server-sent events) looks for new alerts of the tenant.
     dashboard_alert_poll_s: float = 1.0
+    # Dashboard forms are accepted only from our own pages (docs/SECURITY.md): the request's Host,
+    # plus these origins ("https://callpulse.example.com"), for a proxy that rewrites Host.
+    dashboard_origins: Annotated[list[str], NoDecode] = []
+
+    # --- Network and abuse limits (docs/SECURITY.md) ---
+    # Reverse proxies (addresses or CIDRs, comma list) whose X-Forwarded-For / X-Forwarded-Host
+    # are believed; from anyone else those headers are ignored. Empty: nobody's.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+
+    @field_validator("dashboard_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        for entry in value:
+            ip_network(entry, strict=False)  # ValueError names the bad entry at startup
+        return value
+
+    # --- Live calls over WebSockets (/v1/live, /v1/live/twilio) ---
+    # Streams one tenant may have open at once; the next one is refused (close code 4429).
+    live_max_streams_per_tenant: int = Field(default=20, ge=1)
+    # Longest call a stream may carry (seconds of audio); past it the stream ends (close code 4413).
+    live_max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    # After the stop message, how long the socket waits for the last segments' analysis before
+    # sending `stopped` anyway (the recording still finishes; GET /v1/recordings/{id} shows it).
+    live_stop_wait_s: float = Field(default=120.0, ge=0)
+    # How often a stream looks for newly analyzed segments and alerts to push to its client.
+    live_poll_s: float = Field(default=0.2, gt=0)
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod

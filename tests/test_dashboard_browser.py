@@ -50,7 +50,7 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     # The row updates itself (polled JSON) until the call is final; the call page reloads itself.
     row.and_(calls.locator("[data-final='true']")).wait_for(timeout=120_000)
     assert "done" in row.locator("[data-cell='status']").inner_text()
-    page.locator(".evidence-item").first.wait_for(timeout=30_000)
+    page.locator(".evidence-item").first.wait_for(state="attached", timeout=30_000)
     assert page.locator("#call-status .status").inner_text() == "done"
 
     # The alert arrives in the open feed without a reload (pushed over server-sent events).
@@ -58,8 +58,13 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     item.wait_for(timeout=30_000)
     assert "Customer spoke" in item.inner_text()
 
-    # An evidence item seeks the player to its moment (media served with Range support).
-    evidence = page.locator(".evidence-item").last
+    # Evidence is folded under each segment's one-line reason, the model's internals further away.
+    folded = page.locator("details.evidence-details").last
+    evidence = folded.locator(".evidence-item").last
+    assert not evidence.is_visible() and page.locator("details.internals").first.is_visible()
+    assert "classifier" not in page.locator("ol.segments").inner_text()
+    # An opened evidence item seeks the player to its moment (media served with Range support).
+    folded.locator("summary").click()
     evidence_at = float(evidence.get_attribute("data-seek") or "nan")
     assert evidence_at > 1.0
     evidence.click()

@@ -276,7 +276,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
             if RecordingStatus(rec.status).is_final:
                 continue
             done, total = q.progress(s, rec.id, model.name, model.version)
-            if done >= total:
+            # A live call is never complete while it streams: more segments are on their way.
+            if done >= total and rec.status != RecordingStatus.live.value:
                 caches.append(_complete(s, rec, settings, followups))
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
@@ -352,10 +353,15 @@ def sweep(settings: Settings) -> Followups:
     model = runtime.emotion_model(settings)
     per_status: dict[str, int] = defaultdict(int)
     caches: list[Path] = []
+    abandoned: list[uuid.UUID] = []
     with transaction() as s:
         for rec in q.stuck_recordings(s, cutoff):
             per_status[rec.status] += 1
             rec.updated_at = utcnow()  # at most one re-enqueue per stuck_after_s
+            if rec.status == RecordingStatus.live.value:
+                # No heartbeat from its socket for stuck_after_s: the API process died mid-call.
+                abandoned.append(rec.id)
+                continue
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
                 followups.ingest.append(rec.id)
                 continue
@@ -374,6 +380,12 @@ def sweep(settings: Settings) -> Followups:
             (followups.completed if done else followups.failed).append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
+    for rec_id in abandoned:
+        from worker import live_stage
+
+        ended = live_stage.finish(rec_id, settings, disconnected=True)
+        followups.completed += ended.completed
+        followups.failed += ended.failed
     if per_status:
         log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))
     return followups

@@ -17,11 +17,16 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from api import call_view
+from api.csrf import issue_login_token, set_login_cookie
 from api.dashboard_auth import (
+    CsrfSessionDep,
+    LoginCsrfDep,
     PageTenantDep,
     WriterTenantDep,
     clear_session_cookie,
     session_can_write,
+    session_token,
     set_session_cookie,
 )
 from api.dashboard_views import (
@@ -44,7 +49,8 @@ from db.queries import analytics as analytics_q
 from db.queries import corrections as corrections_q
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
-from db.queries.tenants import hash_key, tenant_for_key
+from db.queries.dashboard_sessions import end_session, open_session
+from db.queries.tenants import api_key_for
 from worker.pipeline.decode import MediaError
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -86,28 +92,44 @@ def _safe_next(target: str | None) -> str:
     return "/dashboard"
 
 
+def _login_page(request: Request, settings: SettingsDep, next_url: str | None, error: str | None = None,
+                code: int = 200) -> HTMLResponse:
+    # The pre-session CSRF token goes into the page (hidden field) and into a cookie.
+    token = issue_login_token(request, settings)
+    response = _page(request, "login.html", {"next": _safe_next(next_url), "error": error}, code)
+    set_login_cookie(response, settings, token)
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next_url: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
-    return _page(request, "login.html", {"next": _safe_next(next_url), "error": None})
+def login_form(request: Request, settings: SettingsDep,
+               next_url: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
+    return _login_page(request, settings, next_url)
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: SessionDep, settings: SettingsDep,
+def login(request: Request, session: SessionDep, settings: SettingsDep, _csrf: LoginCsrfDep,
           api_key: Annotated[str, Form(max_length=200)] = "",
           next_url: Annotated[str | None, Form(alias="next")] = None) -> Response:
     key = api_key.strip()
-    tenant = tenant_for_key(session, key) if key else None
-    if tenant is None:
-        return _page(request, "login.html", {"next": _safe_next(next_url),
-                                             "error": "That API key is not valid (or was revoked)."},
-                     status.HTTP_401_UNAUTHORIZED)
+    row = api_key_for(session, key) if key else None
+    if row is None:
+        return _login_page(request, settings, next_url, "That API key is not valid (or was revoked).",
+                           status.HTTP_401_UNAUTHORIZED)
+    # A session this browser already had ends here: one login, one session.
+    if (old := session_token(request, settings)) is not None:
+        end_session(session, old)
+    _, token = open_session(session, row, settings.session_max_age_s)
     response = RedirectResponse(_safe_next(next_url), status.HTTP_303_SEE_OTHER)
-    set_session_cookie(response, settings, tenant.id, hash_key(key))
+    set_session_cookie(response, settings, token)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, session: SessionDep, settings: SettingsDep, _csrf: CsrfSessionDep) -> Response:
+    """Ends the session row, so the cookie is worthless even where a copy of it survives."""
+    if (token := session_token(request, settings)) is not None:
+        end_session(session, token)
     response = RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response)
     return response
@@ -250,6 +272,7 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
         "charts": role_timelines(timeline.segments, duration),
         "ticks": time_ticks(duration), "duration": duration,
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
+        "ov": call_view.overview(timeline.segments), "call_url": f"/dashboard/recordings/{rec.id}",
         "low_confidence": settings.uncertain_below,
         "transcript": transcript_rows.utterances if transcript_rows is not None else [],
     })

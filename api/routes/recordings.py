@@ -208,6 +208,7 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
         **_summary_fields(rec),
         channel_roles=rec.channel_roles or {}, metadata=rec.meta or {}, size_bytes=rec.size_bytes,
         container=rec.container, timeline_url=f"{_status_url(rec.id)}/timeline",
+        disconnected=bool(rec.disconnected),
         progress=Progress(segments_done=sum(c.predicted for c in counts),
                           segments_total=sum(c.analyzed for c in counts)),
         role_counts={c.role: RoleCountsOut(segments=c.segments, analyzed=c.analyzed, predicted=c.predicted)

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from worker.pipeline import live_audio
 from worker.pipeline.contracts import DecodedAudio
 
 CACHE_NAME = "audio16k.npy"
@@ -42,6 +43,10 @@ def load_or_decode(cache: Path, media_uri: str, sample_rate: int, limits: Any = 
 
     audio = load_decoded(cache, sample_rate)
     if audio is None:
+        # A live call (still streaming, or finished but not yet done) is read where it is written.
+        audio = live_audio.load_live(cache.parent)
+        if audio is not None:
+            return audio
         if limits is None:
             from callpulse.settings import get_settings
 
@@ -59,8 +64,10 @@ def slice_mono(audio: DecodedAudio, channel: int, start_s: float, end_s: float) 
 
 
 def drop_cache(target: Path) -> None:
-    """The cache is only needed until inference is done (a 30-min stereo call is ~115 MB)."""
+    """The cache is only needed until inference is done (a 30-min stereo call is ~115 MB); so is a
+    live call's growing sample file, which its WAV replaces."""
     target.unlink(missing_ok=True)
+    live_audio.remove_live(target.parent)
 
 
 def remove_recording_files(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> None:
