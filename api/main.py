@@ -20,6 +20,7 @@ from api.routes import (
     analytics,
     dashboard,
     dashboard_alerts,
+    dashboard_calls,
     dashboard_live,
     dashboard_segments,
     health,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard_alerts.router)
+    app.include_router(dashboard_calls.router)
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
     # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.

@@ -99,12 +99,12 @@ def transcribe_recording(self: Task, recording_id: str) -> None:
 
 @app.task(bind=True, name="callpulse.rescore_recording")
 def rescore_recording(self: Task, recording_id: str, force: bool = False,
-                      expected_round: int | None = None) -> None:
+                      expected_round: int | None = None, rerun_rules: bool = False) -> None:
     from worker.rescore import rescore
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = rescore(rec_id, get_settings(), force, expected_round)
+        followups = rescore(rec_id, get_settings(), force, expected_round, rerun_rules)
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         _give_up_or_retry(self, exc, lambda: [], "rescoring")

@@ -25,7 +25,7 @@ from api.schemas import (
     Timeline,
     UploadMetadata,
 )
-from api.schemas_quality import RescoreAccepted, RescoreIn
+from api.schemas_quality import LastRescore, RescoreAccepted, RescoreIn
 from api.timeline import recording_timeline
 from api.transcript_upload import read_transcript
 from db.models import Recording, RecordingStatus, Tenant
@@ -213,6 +213,8 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
                           segments_total=sum(c.analyzed for c in counts)),
         role_counts={c.role: RoleCountsOut(segments=c.segments, analyzed=c.analyzed, predicted=c.predicted)
                      for c in counts},
+        last_rescore=LastRescore.model_validate(rec.last_rescore) if rec.last_rescore else None,
+        media_deleted_at=rec.media_deleted_at,
     )
 
 
@@ -274,15 +276,17 @@ def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail="the recording's completion is still being published; try again shortly")
     force = body.force if body is not None else False
+    rerun_rules = body.rerun_rules if body is not None else False
     try:
-        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0])
+        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0, rerun_rules])
     except Exception as exc:
         # Nothing changed yet and no sweep would pick a finished recording up: say so now.
         log.warning("could not enqueue rescoring of %s", rec.id, exc_info=True)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail="the task queue is unreachable; nothing was changed, try again") from exc
     return RescoreAccepted(recording_id=rec.id, status_url=_status_url(rec.id),
-                           timeline_url=f"{_status_url(rec.id)}/timeline", force=force)
+                           timeline_url=f"{_status_url(rec.id)}/timeline", force=force,
+                           rerun_rules=rerun_rules)
 
 
 @router.delete("/{recording_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,
