@@ -144,6 +144,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from worker.retention import apply_retention
+
+    counts = apply_retention(get_settings())
+    print(json.dumps(dataclasses.asdict(counts)))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from worker import stages
     from worker.tasks import enqueue
@@ -277,6 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="once: re-enqueue recordings stuck in a non-final state and "
                        "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("retention", help="once: delete what the tenants' retention settings expired "
+                       "(what beat does every CALLPULSE_RETENTION_INTERVAL_S); prints the counts")
+    p.set_defaults(func=cmd_retention)
 
     add_admin_commands(sub)
 

@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     stuck_after_s: float = 600.0
     sweep_interval_s: float = 120.0
     max_attempts: int = 5
+    # Retention (per tenant: `callpulse tenants update --media-retention-days/--data-retention-days`):
+    # how often beat deletes what expired, and at most how many recordings per tenant and kind a
+    # pass deletes (a first pass over years of calls spreads over several).
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch: int = Field(default=500, ge=1, le=100_000)
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).

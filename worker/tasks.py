@@ -115,3 +115,11 @@ def rescore_recording(self: Task, recording_id: str, force: bool = False,
 @app.task(name="callpulse.sweep_stuck_recordings")
 def sweep_stuck_recordings() -> None:
     enqueue(stages.sweep(get_settings()))
+
+
+@app.task(name="callpulse.apply_retention")
+def apply_retention() -> None:
+    # No retry: the next beat tick is the retry, and each batch it finished is already committed.
+    from worker.retention import apply_retention as run
+
+    run(get_settings())

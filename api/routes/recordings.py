@@ -272,6 +272,10 @@ def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid
     if rec.final_event_at is None:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail="the recording's completion is still being published; try again shortly")
+    if rec.media_deleted_at is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail="the recording's media was deleted by the tenant's retention; there is "
+                                   "nothing left to run a model on")
     force = body.force if body is not None else False
     rerun_rules = body.rerun_rules if body is not None else False
     try:
