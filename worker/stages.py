@@ -19,7 +19,7 @@ from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
 from db.queries.corrections import get_transcript
 from db.session import transaction
-from worker import inference_inputs, runtime
+from worker import conversation, inference_inputs, runtime
 from worker.pipeline import audio_store, decode, prosody, segment
 from worker.pipeline.contracts import (
     EmotionModel,
@@ -191,6 +191,8 @@ def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) 
     its completion follow-up. Returns the decoded cache, to drop once nothing reads it."""
     q.set_status(rec, RecordingStatus.done)
     write_emotion_rollup(s, rec.id)
+    # Stored with the final status: analytics average it, recording.completed carries it.
+    rec.conversation = conversation.measure_recording(s, rec)
     followups.completed.append(rec.id)
     return _cache(settings, rec)
 

@@ -31,6 +31,7 @@ from api.transcript_upload import read_transcript
 from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
+from worker import conversation
 from worker.celery_app import app as celery_app
 from worker.pipeline import audio_store, decode
 
@@ -206,6 +207,9 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
         channel_roles=rec.channel_roles or {}, metadata=rec.meta or {}, size_bytes=rec.size_bytes,
         container=rec.container, timeline_url=f"{_status_url(rec.id)}/timeline",
         disconnected=bool(rec.disconnected),
+        # Stored at completion; a call still streaming or being analyzed gets the measures so far.
+        conversation=rec.conversation if rec.conversation is not None
+        else (conversation.measure_recording(session, rec) if counts else None),
         progress=Progress(segments_done=sum(c.predicted for c in counts),
                           segments_total=sum(c.analyzed for c in counts)),
         role_counts={c.role: RoleCountsOut(segments=c.segments, analyzed=c.analyzed, predicted=c.predicted)
