@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     min_duration_s: float = 0.5
     max_duration_s: float = 6 * 3600.0
+    # What a recording may cost once decoded (channels x seconds x 16 kHz x 2 bytes), checked when
+    # the upload is probed (413 over it) and again while the worker decodes, which stops at it: a
+    # small compressed file of many silent channels must not become tens of GB of PCM. 2 GiB holds
+    # a 6-hour stereo call (1.38 GB).
+    max_decoded_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    # Address-space limit of each ffmpeg decoder process: a file that drives the decoder itself
+    # into allocating fails the recording with a reason instead of taking the worker's memory.
+    decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
 
     # Segmentation (silero-vad over 16 kHz audio).
     sample_rate: int = 16_000
