@@ -112,10 +112,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.http_server import serve
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, log_level="info")
+    serve(args.host, args.port, args.workers)
     return 0
 
 
@@ -141,6 +140,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", "--schedule", str(data_dir / "celerybeat-schedule")]
     app.worker_main(argv=argv)
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from worker.stages.retention import apply_retention
+
+    counts = apply_retention(get_settings())
+    print(json.dumps(dataclasses.asdict(counts)))
     return 0
 
 
@@ -277,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="once: re-enqueue recordings stuck in a non-final state and "
                        "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("retention", help="once: delete what the tenants' retention settings expired "
+                       "(what beat does every CALLPULSE_RETENTION_INTERVAL_S); prints the counts")
+    p.set_defaults(func=cmd_retention)
 
     add_admin_commands(sub)
 

@@ -151,6 +151,10 @@ def test_overview_and_api_share_one_default_period(client: TestClient, make_tena
     tomorrow = (now + timedelta(days=1)).date().isoformat()
     assert api["from"].startswith(first_day) and api["to"].startswith(tomorrow)
 
-    assert client.post("/dashboard/login", data={"api_key": key}, follow_redirects=False).status_code == 303
+    from tests.dashboard_fixtures import login_form_token
+
+    login = client.post("/dashboard/login", data={"api_key": key, "csrf_token": login_form_token(client)},
+                        follow_redirects=False)
+    assert login.status_code == 303, login.text
     page = client.get("/dashboard").text
     assert f"Finished calls created {first_day} to {now.date().isoformat()} (UTC): 1." in page

@@ -277,3 +277,95 @@ def test_another_tenants_segment_cannot_be_corrected(client: TestClient, make_te
 
     with transaction() as s:
         assert s.get(SegmentLabel, seg) is None
+
+
+def test_calls_search_by_call_id_and_words(client: TestClient, make_tenant) -> None:
+    import json
+
+    from sqlalchemy import update
+
+    from db.models import Recording
+    from db.queries.corrections import put_transcript
+    from worker.pipeline.text.transcript import parse_transcript, to_rows
+
+    tenant_id, key = make_tenant()
+    now = datetime.now(UTC)
+    calls = {name: store_call(tenant_id, now, {}, [("customer", "neutral", 3.0, 0.0)])
+             for name in ("CRM-4711", "crm-4712", "crm-5000", "100%_off")}
+    with transaction() as s:
+        for name, rec_id in calls.items():
+            s.execute(update(Recording).where(Recording.id == rec_id).values(external_id=name))
+        put_transcript(s, calls["crm-4712"], "json", to_rows(parse_transcript(json.dumps({"utterances": [
+            {"start": 0.5, "end": 2.5, "text": "I want a Refund for this bill", "speaker": "customer",
+             "channel": 1}]}).encode())))
+    _login(client, key)
+
+    def found(query: str) -> set[uuid.UUID]:
+        page = client.get(f"/dashboard/recordings?{query}")
+        assert page.status_code == 200, page.text
+        return {uuid.UUID(m) for m in re.findall(r'<tr data-id="([0-9a-f-]{36})"', page.text)}
+
+    assert found("call_id=crm-47") == {calls["CRM-4711"], calls["crm-4712"]}  # prefix, any case
+    assert found("call_id=100%25_") == {calls["100%_off"]}  # % and _ are literal, not wildcards
+    assert found("call_id=%25") == set()
+    assert found("words=refund") == {calls["crm-4712"]}
+    assert found("words=text") == set()  # the JSON keys of the transcript are not its words
+    assert found("words=refund&call_id=crm-5") == set()
+    assert 'value="refund"' in client.get("/dashboard/recordings?words=refund").text
+    assert "No calls match this search" in client.get("/dashboard/recordings?words=zzz").text
+
+
+def test_new_calls_endpoint_follows_the_search_and_the_tenant(client: TestClient, make_tenant) -> None:
+    from datetime import timedelta
+
+    tenant_id, key = make_tenant()
+    other_tenant, _ = make_tenant()
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    sad = [("customer", "sad", 3.0, -0.3)]
+    old = store_call(tenant_id, before - timedelta(hours=1), {"agent": "ann"}, sad)
+    new_ann = store_call(tenant_id, datetime.now(UTC), {"agent": "ann"}, sad)
+    new_bob = store_call(tenant_id, datetime.now(UTC), {"agent": "bob"}, sad)
+    store_call(other_tenant, datetime.now(UTC), {"agent": "ann"}, sad)
+    _login(client, key)
+    page = client.get("/dashboard/recordings?agent=ann").text
+    new_url = page.split('data-new-url="')[1].split('"')[0].replace("&amp;", "&")
+    assert new_url.startswith("/dashboard/live/recordings/new?since=") and "agent=ann" in new_url
+
+    def ids(query: str) -> list[uuid.UUID]:
+        resp = client.get(f"/dashboard/live/recordings/new?{query}")
+        assert resp.status_code == 200, resp.text
+        return [uuid.UUID(i["id"]) for i in resp.json()["items"]]
+
+    since = before.isoformat().replace("+", "%2B")
+    assert ids(f"since={since}&agent=ann") == [new_ann]
+    assert set(ids(f"since={since}")) == {new_ann, new_bob} and old not in ids(f"since={since}")
+    assert "<tr" in client.get(f"/dashboard/live/recordings/new?since={since}").json()["items"][0]["html"]
+    client.cookies.clear()
+    assert client.get(f"/dashboard/live/recordings/new?since={since}").status_code == 401
+
+
+def test_call_summary_shows_stored_conversation_measures(client: TestClient, make_tenant) -> None:
+    from sqlalchemy import update
+
+    from db.models import Recording
+
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "angry", 4.0, -0.6)])
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == rec_id).values(conversation={
+            "duration_s": 60.0,
+            "talk": {"agent": {"seconds": 2.0, "share": 0.033}, "customer": {"seconds": 4.0, "share": 0.067}},
+            "non_talk": {"total_s": 54.0, "share": 0.9,
+                         "silences": [{"start_s": 7, "end_s": 60, "duration_s": 53}]},
+            "interruptions": {"count": 2, "total_s": 1.4, "by_role": {"customer": 2}, "items": []},
+            "talk_speed": {"customer": {"words_per_minute": 151.0, "source": "words"}},
+            "loudness": [],
+            "sentiment": {"role": "customer", "overall": -3.2, "by_quarter": [], "trend": -1.5},
+        }))
+    _login(client, key)
+    text = client.get(f"/dashboard/recordings/{rec_id}").text
+    measures = text.split('aria-label="Conversation measures"')[1].split("</dl>")[0]
+    assert "customer 7% (151 words/min)" in measures and "agent 3%" in measures
+    assert "90% (1 gap over 2 s)" in measures and "2 (1.4 s overtalk)" in measures
+    assert "−3.2, trend −1.5" in measures

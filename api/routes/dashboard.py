@@ -11,13 +11,13 @@ import math
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api import call_view
+from api import call_view, rate_limit
+from api.client_ip import client_ip
 from api.csrf import issue_login_token, set_login_cookie
 from api.dashboard_auth import (
     CsrfSessionDep,
@@ -40,7 +40,7 @@ from api.dashboard_views import (
     time_ticks,
     trend_points,
 )
-from api.deps import SessionDep, SettingsDep, decode_cursor, encode_cursor
+from api.deps import SessionDep, SettingsDep
 from api.routes import recordings as recordings_api
 from api.routes.analytics import resolve_range
 from api.timeline import recording_timeline
@@ -111,9 +111,18 @@ def login_form(request: Request, settings: SettingsDep,
 def login(request: Request, session: SessionDep, settings: SettingsDep, _csrf: LoginCsrfDep,
           api_key: Annotated[str, Form(max_length=200)] = "",
           next_url: Annotated[str | None, Form(alias="next")] = None) -> Response:
+    address = client_ip(request, settings)
+    wait = (rate_limit.exceeded(settings, rate_limit.auth_failures(settings), address)
+            or rate_limit.count(settings, rate_limit.login_attempts(settings), address))
+    if wait is not None:
+        refused = _login_page(request, settings, next_url, f"Too many login attempts from your address; "
+                              f"try again in {wait} s.", status.HTTP_429_TOO_MANY_REQUESTS)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     key = api_key.strip()
     row = api_key_for(session, key) if key else None
     if row is None:
+        rate_limit.count(settings, rate_limit.auth_failures(settings), address)
         return _login_page(request, settings, next_url, "That API key is not valid (or was revoked).",
                            status.HTTP_401_UNAUTHORIZED)
     # A session this browser already had ends here: one login, one session.
@@ -178,48 +187,6 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
         "tables": tables, "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
         # Day labels under the axis: about ten per line chart, twenty under the bars.
         "label_every": max(1, math.ceil(len(keys) / 10)),
-    })
-
-
-def _filters(status_filter: str | None, start_day: str | None, end_day: str | None, agent: str | None,
-             queue: str | None, label: str | None) -> queries.CallFilters:
-    if status_filter and status_filter not in {s.value for s in RecordingStatus}:
-        raise RequestValidationError([{"loc": ("query", "status"), "msg": "unknown status",
-                                       "type": "enum"}])
-    first, last = _day(start_day, "from"), _day(end_day, "to")
-    return queries.CallFilters(
-        status=status_filter or None, created_after=_day_start(first) if first else None,
-        created_before=_day_start(last) + timedelta(days=1) if last else None,
-        agent=(agent or "").strip() or None, queue=(queue or "").strip() or None, label=label or None,
-    )
-
-
-@router.get("/recordings", response_class=HTMLResponse)
-def recordings(
-    request: Request, session: SessionDep, tenant: PageTenantDep,
-    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
-    start_day: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    end_day: Annotated[str | None, Query(alias="to", max_length=10)] = None,
-    agent: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
-    queue: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
-    label: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z]*$")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> HTMLResponse:
-    filters = _filters(status_filter, start_day, end_day, agent, queue, label)
-    after = decode_cursor(cursor) if cursor else None
-    rows = queries.list_calls(session, tenant.id, filters, PAGE_SIZE + 1, after)
-    items, more = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
-    next_query = None
-    if more:
-        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        params["cursor"] = encode_cursor(items[-1].created_at, items[-1].id)
-        next_query = urlencode(params)
-    return _page(request, "recordings.html", {
-        "tenant_name": tenant.name, "nav": "recordings", "calls": queries.summarize(session, items),
-        "filters": {"status": status_filter or "", "from": start_day or "", "to": end_day or "",
-                    "agent": agent or "", "queue": queue or "", "label": label or ""},
-        "statuses": [s.value for s in RecordingStatus], "next_query": next_query,
-        "layouts": list(CHANNEL_LAYOUTS),
     })
 
 

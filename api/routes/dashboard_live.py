@@ -72,6 +72,9 @@ def call_media(session: SessionDep, tenant: LiveTenantDep, recording_id: uuid.UU
     """The uploaded file as stored. FileResponse answers Range requests (206), which the browser's
     player needs to seek without downloading the whole call first."""
     rec = recordings_q.get_recording(session, tenant.id, recording_id)
+    if rec is not None and rec.media_deleted_at is not None:
+        raise HTTPException(status.HTTP_410_GONE, detail=f"the media was deleted by the tenant's retention "
+                            f"on {rec.media_deleted_at:%Y-%m-%d}; the analysis is kept")
     path = Path(rec.media_uri) if rec is not None else None
     if path is None or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="recording not found")

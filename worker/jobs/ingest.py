@@ -1,7 +1,7 @@
-"""Tasks of the ``ingest`` queue: decode and segment a recording, and the periodic sweep that
-re-drives stuck recordings from the database. Failures retry with backoff; media problems are
-recorded by the stage itself; anything else retries a few times, then the recording is failed with
-the reason, never dropped."""
+"""Tasks of the ``ingest`` queue: decode and segment a recording, the periodic sweep that re-drives
+stuck recordings from the database, and the periodic per-tenant retention. Failures retry with
+backoff; media problems are recorded by the stage itself; anything else retries a few times, then
+the recording is failed with the reason, never dropped."""
 
 from __future__ import annotations
 
@@ -31,3 +31,11 @@ def ingest_recording(self: Task, recording_id: str) -> None:
 @app.task(name=names.SWEEP)
 def sweep_stuck_recordings() -> None:
     enqueue(sweep.sweep(get_settings()))
+
+
+@app.task(name=names.RETENTION)
+def apply_retention() -> None:
+    # No retry: the next beat tick is the retry, and each batch it finished is already committed.
+    from worker.stages.retention import apply_retention as run
+
+    run(get_settings())

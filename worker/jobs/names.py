@@ -3,6 +3,7 @@ which never loads the pipeline) send by these names; routing in `app.py` matches
 
 INGEST = "callpulse.ingest_recording"
 SWEEP = "callpulse.sweep_stuck_recordings"
+RETENTION = "callpulse.apply_retention"
 INFER = "callpulse.infer_segments"
 RESCORE = "callpulse.rescore_recording"
 TRANSCRIBE = "callpulse.transcribe_recording"

@@ -17,7 +17,7 @@ from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
 from db.queries.corrections import get_transcript
 from db.session import transaction
-from worker import runtime
+from worker import conversation, runtime
 from worker.pipeline.media import audio_store
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,8 @@ def complete(s: Any, rec: Recording, settings: Settings, followups: Followups) -
     its completion follow-up. Returns the decoded cache, to drop once nothing reads it."""
     q.set_status(rec, RecordingStatus.done)
     write_emotion_rollup(s, rec.id)
+    # Stored with the final status: analytics average it, recording.completed carries it.
+    rec.conversation = conversation.measure_recording(s, rec)
     followups.completed.append(rec.id)
     return cache_path(settings, rec)
 
