@@ -52,7 +52,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"model": RecordingAccepted, "description": "Repeat of an external_id: the existing recording"},
     401: ERRORS[401],
-    413: {"model": ErrorOut, "description": "Upload larger than the configured limit"},
+    413: {"model": ErrorOut, "description": "Upload larger than the configured limit, or audio whose "
+                                            "decoded size (channels × duration × 16 kHz × 2 bytes) "
+                                            "exceeds CALLPULSE_MAX_DECODED_BYTES"},
     415: {"model": ErrorOut, "description": "Not decodable audio/video, or an unsupported container"},
     422: {"model": ErrorOut, "description": "Bad metadata, or media without usable audio"},
 }
@@ -149,6 +151,7 @@ def upload_recording(
         size = _store_upload(file.file, target, settings.max_upload_bytes)
         info = decode.probe(target)  # MediaError → its 415/422 (handler in api.main)
         decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+        decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)  # 413 over it
         missing = sorted(int(ch) for ch in meta.channel_roles if int(ch) >= info.channels)
         if missing:
             raise validation_error(
