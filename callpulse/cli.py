@@ -112,10 +112,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.http_server import serve
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, log_level="info")
+    serve(args.host, args.port, args.workers)
     return 0
 
 
