@@ -106,11 +106,11 @@ def deliveries_page(request: Request, session: SessionDep, tenant: PageTenantDep
 
 
 @router.post("/webhooks/deliveries/{delivery_id}/redeliver")
-def redeliver(request: Request, session: SessionDep, tenant: WriterTenantDep, delivery_id: uuid.UUID
-              ) -> Response:
+def redeliver(request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
+              delivery_id: uuid.UUID) -> Response:
     """Send a delivery again (same webhook-id, a fresh series of retries), as the API does."""
     try:
-        out = webhooks_api.redeliver(session, tenant, delivery_id)
+        out = webhooks_api.redeliver(session, tenant, settings, delivery_id)
     except HTTPException as exc:
         return _message(request, "Not redelivered", str(exc.detail), exc.status_code, tenant.name)
     return RedirectResponse(f"/dashboard/webhooks/{out.endpoint_id}#delivery-{delivery_id}",
