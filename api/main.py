@@ -24,6 +24,7 @@ from api.routes import (
     dashboard_alerts,
     dashboard_calls,
     dashboard_live,
+    dashboard_rules,
     dashboard_segments,
     health,
     keys,
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_calls.router)
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
+    app.include_router(dashboard_rules.router)
     # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
     app.include_router(live.router)
     live.redact_keys_in_logs()

@@ -132,6 +132,13 @@ class RecordingDetail(RecordingSummary):
                                               "(the analysis stays until the data itself expires)")
     disconnected: bool = Field(default=False, description=(
         "A live call whose socket dropped before its stop message; what arrived was analyzed."))
+    conversation: dict[str, Any] | None = Field(default=None, description=(
+        "Conversation measures: `talk` (seconds and share of the call per role), `non_talk` (silences "
+        "over 2 s with start/end, total and share), `interruptions` (count, overtalk seconds, each with "
+        "its time, who interrupted whom), `talk_speed` (words per minute, or syllables per second "
+        "without a transcript), `loudness` (each turn in dB against its role's median turn), "
+        "`sentiment` (the customer's -5..+5 overall, per quarter of the call, and the trend). "
+        "docs/CONVERSATION.md. Null before segmentation."))
 
 
 class RecordingPage(BaseModel):

@@ -126,12 +126,11 @@ def use_metrics_dir() -> str:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    # Before uvicorn starts its processes: /metrics then adds up every worker process's samples.
+    # Before the server starts its processes: /metrics then adds up every process's samples.
     use_metrics_dir()
-    import uvicorn
+    from api.http_server import serve
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, log_level="info")
+    serve(args.host, args.port, args.workers)
     return 0
 
 

@@ -92,6 +92,7 @@ def analyze_files(
         try:
             info = decode.probe(path)
             decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+            decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)
             if len(channel_roles) == info.channels:
                 roles = {str(ch): role for ch, role in channel_roles.items()}
             words = _transcript(transcripts.get(path), info, roles)

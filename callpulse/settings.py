@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     min_duration_s: float = 0.5
     max_duration_s: float = 6 * 3600.0
+    # What a recording may cost once decoded (channels x seconds x 16 kHz x 2 bytes), checked when
+    # the upload is probed (413 over it) and again while the worker decodes, which stops at it: a
+    # small compressed file of many silent channels must not become tens of GB of PCM. 2 GiB holds
+    # a 6-hour stereo call (1.38 GB).
+    max_decoded_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    # Address-space limit of each ffmpeg decoder process: a file that drives the decoder itself
+    # into allocating fails the recording with a reason instead of taking the worker's memory.
+    decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
 
     # Segmentation (silero-vad over 16 kHz audio).
     sample_rate: int = 16_000
@@ -138,6 +146,22 @@ class Settings(BaseSettings):
     # Reverse proxies (addresses or CIDRs, comma list) whose X-Forwarded-For / X-Forwarded-Host
     # are believed; from anyone else those headers are ignored. Empty: nobody's.
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Rate limits (counted in Redis: rate_limit_url, default the broker). 0 turns one off. Over a
+    # limit the API answers 429 with Retry-After. Failed authentications (API or dashboard login)
+    # per client address in auth_failure_window_s; past the limit even a valid key waits.
+    auth_failures_per_ip: int = Field(default=20, ge=0)
+    auth_failure_window_s: float = Field(default=300.0, gt=0)
+    # Dashboard login attempts per client address (any outcome) in auth_failure_window_s.
+    login_attempts_per_ip: int = Field(default=30, ge=0)
+    # Requests per API key per minute.
+    api_requests_per_key_per_minute: int = Field(default=1200, ge=0)
+    # Webhook redelivery: per tenant per minute, and at most one per delivery in this interval.
+    webhook_redeliveries_per_minute: int = Field(default=30, ge=0)
+    webhook_redeliver_interval_s: float = Field(default=30.0, gt=0)
+    rate_limit_url: str = ""
+    # Request line plus headers, in bytes: more is refused with 431 before it is parsed
+    # (`callpulse api`), so one request cannot keep the server parsing megabytes of headers.
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
 
     @field_validator("dashboard_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -184,6 +208,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'callpulse.db'}"
+
+    @property
+    def resolved_rate_limit_url(self) -> str:
+        return self.rate_limit_url or self.broker_url
 
     @property
     def resolved_media_dir(self) -> Path:

@@ -136,3 +136,45 @@ def test_correct_a_segment_label_in_place(server: str, browser, make_tenant) -> 
     legend, chart = _boxes(page, ".legend.side", "svg.timeline-svg")
     assert legend["y"] >= chart["y"] + chart["height"] - 1  # tablet: below the chart
     context.close()
+
+
+def test_write_a_rule_fix_its_error_backtest_and_save(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant(["customer"])
+    angry = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "angry", 4.0, -0.6)])
+    store_call(tenant_id, datetime.now(UTC), {}, [("customer", "happy", 4.0, 0.6)])
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, "/dashboard/rules")
+    page.get_by_role("link", name="New rule").click()
+    page.get_by_label("Name").fill("Angry customer")
+    definition = page.get_by_label("Definition (YAML or JSON)")
+    definition.fill("severity: high\nwhen:\n  label: furious\n")
+    page.get_by_role("button", name="Create rule").click()
+    # The API's validation message, next to the field, with the text as typed.
+    errors = page.locator("#definition-errors")
+    expect(errors).to_contain_text("when.label")
+    expect(definition).to_have_attribute("aria-invalid", "true")
+    expect(definition).to_have_value(re.compile("furious"))
+    bf.shoot(page, "rule-error")
+
+    definition.fill("severity: high\nwhen:\n  label: angry\n")
+    page.get_by_role("button", name="Backtest").click()
+    expect(page.locator(".backtest-summary")).to_contain_text("Would fire 1 time on 1 of 2 calls")
+    expect(page.locator(f".firings a[href^='/dashboard/recordings/{angry}#t=']")).to_be_visible()
+    expect(page.locator("#definition-errors")).to_have_count(0)
+    bf.shoot(page, "rule-backtest")
+
+    page.get_by_role("button", name="Create rule").click()
+    expect(page.get_by_role("status").filter(has_text="Saved")).to_contain_text("version 1 is live")
+    definition.fill("severity: critical\nwhen:\n  label: angry\ncooldown_s: 60\n")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("status").filter(has_text="Saved")).to_contain_text("version 2 is live")
+    expect(page.locator(".versions > li")).to_have_count(2)
+
+    page.get_by_role("link", name="← All rules").click()
+    row = page.locator("#rules tbody tr", has_text="Angry customer")
+    expect(row.locator("[data-cell='state']")).to_contain_text("enabled")
+    row.get_by_role("button", name="Disable Angry customer").click()
+    expect(row.locator("[data-cell='state']")).to_contain_text("disabled")
+    bf.shoot(page, "rules")
+    context.close()

@@ -31,6 +31,7 @@ from api.transcript_upload import read_transcript
 from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
+from worker import conversation
 from worker.celery_app import app as celery_app
 from worker.pipeline import audio_store, decode
 
@@ -51,7 +52,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"model": RecordingAccepted, "description": "Repeat of an external_id: the existing recording"},
     401: ERRORS[401],
-    413: {"model": ErrorOut, "description": "Upload larger than the configured limit"},
+    413: {"model": ErrorOut, "description": "Upload larger than the configured limit, or audio whose "
+                                            "decoded size (channels × duration × 16 kHz × 2 bytes) "
+                                            "exceeds CALLPULSE_MAX_DECODED_BYTES"},
     415: {"model": ErrorOut, "description": "Not decodable audio/video, or an unsupported container"},
     422: {"model": ErrorOut, "description": "Bad metadata, or media without usable audio"},
 }
@@ -148,6 +151,7 @@ def upload_recording(
         size = _store_upload(file.file, target, settings.max_upload_bytes)
         info = decode.probe(target)  # MediaError → its 415/422 (handler in api.main)
         decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+        decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)  # 413 over it
         missing = sorted(int(ch) for ch in meta.channel_roles if int(ch) >= info.channels)
         if missing:
             raise validation_error(
@@ -206,6 +210,9 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
         channel_roles=rec.channel_roles or {}, metadata=rec.meta or {}, size_bytes=rec.size_bytes,
         container=rec.container, timeline_url=f"{_status_url(rec.id)}/timeline",
         disconnected=bool(rec.disconnected),
+        # Stored at completion; a call still streaming or being analyzed gets the measures so far.
+        conversation=rec.conversation if rec.conversation is not None
+        else (conversation.measure_recording(session, rec) if counts else None),
         progress=Progress(segments_done=sum(c.predicted for c in counts),
                           segments_total=sum(c.analyzed for c in counts)),
         role_counts={c.role: RoleCountsOut(segments=c.segments, analyzed=c.analyzed, predicted=c.predicted)

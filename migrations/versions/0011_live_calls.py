@@ -19,12 +19,13 @@ JSONType = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'post
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('recording') as batch_op:
-        # A live call whose socket dropped before its stop message: what arrived is analyzed.
-        batch_op.add_column(sa.Column('disconnected', sa.Boolean(), server_default=sa.false(),
-                                      nullable=False))
-        # Conversation measures (talk time, silences, interruptions, sentiment), written at completion.
-        batch_op.add_column(sa.Column('conversation', JSONType, nullable=True))
+    # Plain ADD COLUMN, not batch mode: on SQLite batch mode rebuilds the table, and dropping the
+    # old one would cascade into every table with a foreign key to it (the rollup, segments).
+    # A live call whose socket dropped before its stop message: what arrived is analyzed.
+    op.add_column('recording', sa.Column('disconnected', sa.Boolean(), server_default=sa.false(),
+                                         nullable=False))
+    # Conversation measures (talk time, silences, interruptions, sentiment), written at completion.
+    op.add_column('recording', sa.Column('conversation', JSONType, nullable=True))
 
 
 def downgrade() -> None:
