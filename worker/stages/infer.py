@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from db.models import RecordingStatus, Segment, utcnow
 from db.queries import pipeline as q
@@ -61,6 +62,7 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         plans = [inference_inputs.Plan(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s,
                                        seg.role, seg.speaker, seg.acoustics)
                  for seg in runnable if seg.recording_id in sources]
+        spans = {seg.id: seg.end_s - seg.start_s for seg in runnable}
 
     # Audio (and video frames) are read, or decoded again if the cache is gone, with no
     # transaction or lock held.
@@ -103,6 +105,9 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                     followups.evaluate_rules.append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
+    # Counted once committed; a prediction another worker wrote first is counted by both.
+    metrics.SEGMENTS_ANALYZED.inc(len(rows))
+    metrics.AUDIO_SECONDS.inc(sum(spans.get(row["segment_id"], 0.0) for row in rows))
     return followups
 
 

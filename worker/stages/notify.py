@@ -8,6 +8,7 @@ import logging
 import uuid
 from datetime import timedelta
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from db.models import DeliveryStatus, Recording, utcnow
 from db.queries import webhooks as webhooks_q
@@ -66,15 +67,18 @@ def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:
             return None
         if result.ok:
             row.status, row.delivered_at = DeliveryStatus.succeeded.value, utcnow()
+            metrics.WEBHOOK_DELIVERIES.labels("succeeded").inc()
             return None
         if refused or row.attempts >= settings.webhook_max_attempts:
             row.status = DeliveryStatus.failed.value
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning("webhook delivery %s given up after %d attempt(s): %s", delivery_id, row.attempts,
                         result.error)
             return None
         delay = notify.retry_delay(row.attempts, settings.webhook_backoff_base_s,
                                    settings.webhook_backoff_cap_s)
         row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        metrics.WEBHOOK_DELIVERIES.labels("retrying").inc()
         return delay
 
 
