@@ -26,6 +26,7 @@ from api.routes import (
     dashboard_live,
     dashboard_rules,
     dashboard_segments,
+    dashboard_webhooks,
     health,
     keys,
     live,
@@ -170,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
     app.include_router(dashboard_rules.router)
+    app.include_router(dashboard_webhooks.router)
     # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
     app.include_router(live.router)
     live.redact_keys_in_logs()
