@@ -15,8 +15,9 @@ from db.session import transaction
 
 def _measures(agent_share: float, customer_share: float, cuts: int, sentiment: float | None,
               trend: float | None) -> dict:
-    return {"duration_s": 100.0, "talk": {"agent": {"seconds": agent_share * 100, "share": agent_share},
-                                          "customer": {"seconds": customer_share * 100, "share": customer_share}},
+    talk = {"agent": {"seconds": agent_share * 100, "share": agent_share},
+            "customer": {"seconds": customer_share * 100, "share": customer_share}}
+    return {"duration_s": 100.0, "talk": talk,
             "non_talk": {"total_s": 10.0, "share": 0.1, "silences": []},
             "interruptions": {"count": cuts, "total_s": 1.0, "by_role": {}, "items": []},
             "talk_speed": {}, "loudness": [],
