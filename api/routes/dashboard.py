@@ -26,6 +26,7 @@ from api.dashboard_auth import (
     WriterTenantDep,
     clear_session_cookie,
     session_can_write,
+    session_scope,
     session_token,
     set_session_cookie,
 )
@@ -77,6 +78,7 @@ SECURITY_HEADERS = {
 def _page(request: Request, template: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
     # A read-only key's session sees no write actions (its posts are refused all the same).
     context.setdefault("can_write", session_can_write(request))
+    context.setdefault("can_admin", session_scope(request) == "admin")
     return templates.TemplateResponse(request, template, context, status_code=code, headers=SECURITY_HEADERS)
 
 
