@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Query, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
+from api import rate_limit
+from api.client_ip import client_ip
 from callpulse.settings import Settings, get_settings
 from db.models import ApiKey, Tenant
-from db.queries.tenants import api_key_for
+from db.queries.tenants import api_key_for, note_key_used, scope_allows
 from db.session import transaction
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -43,18 +46,59 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# POST routes that change nothing (a backtest replays a rule and creates nothing): read keys may.
+READ_ONLY_POSTS = frozenset({"/v1/rules/{rule_id}/backtest"})
+
+
+def needed_scope(request: Request) -> str:
+    """The scope a request needs: decided once here, for every route, so a new write endpoint
+    cannot forget to refuse read-only keys."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    if path.startswith("/v1/keys"):
+        return "admin"
+    if request.method in SAFE_METHODS or path in READ_ONLY_POSTS:
+        return "read"
+    return "write"
+
+
+def authenticate_key(conn: HTTPConnection, session: Session, settings: Settings, key: str) -> ApiKey:
+    """The unrevoked key row for a presented key, under the rate limits: an address with too many
+    failed attempts waits (even with a valid key, so guessing gains nothing), and so does a key
+    past its requests per minute. For HTTP routes and WebSocket handshakes alike."""
+    address = client_ip(conn, settings)
+    if (wait := rate_limit.exceeded(settings, rate_limit.auth_failures(settings), address)) is not None:
+        raise rate_limit.too_many(wait, "failed authentication attempts from your address")
+    row = api_key_for(session, key)
+    if row is None:
+        rate_limit.count(settings, rate_limit.auth_failures(settings), address)
+        # One answer for unknown and revoked keys: the difference is of no use to a caller.
+        raise _unauthorized("invalid or revoked API key")
+    if (wait := rate_limit.count(settings, rate_limit.key_requests(settings), str(row.id))) is not None:
+        raise rate_limit.too_many(wait, "requests with this API key")
+    return row
+
+
 def current_api_key(
+    request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> ApiKey:
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    row = api_key_for(session, key)
-    if row is None:
-        # One answer for unknown and revoked keys: the difference is of no use to a caller.
-        raise _unauthorized("invalid or revoked API key")
+    row = authenticate_key(request, session, settings, key)
+    needed = needed_scope(request)
+    if not scope_allows(row.scope, needed):
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            detail=f"this API key has scope '{row.scope}'; {request.method} "
+                                   f"{getattr(request.scope.get('route'), 'path', request.url.path)} "
+                                   f"needs a key with scope '{needed}'"
+                                   + (" or 'admin'" if needed == "write" else ""))
+    note_key_used(row)
     return row
 
 

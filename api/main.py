@@ -1,4 +1,4 @@
-"""The FastAPI application: routers, error handling, OpenAPI (served at /docs)."""
+"""The FastAPI application: routers, error handling, OpenAPI (served offline at /docs)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,18 @@ from api.routes import (
     alerts,
     analytics,
     dashboard,
+    dashboard_alerts,
+    dashboard_calls,
     dashboard_live,
+    dashboard_rules,
+    dashboard_segments,
     health,
+    keys,
+    live,
     recordings,
     rules,
     segments,
+    site,
     transcripts,
     webhooks,
 )
@@ -127,7 +134,9 @@ def _unexpected(_: Request, exc: Exception) -> JSONResponse:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` replaces get_settings() for this app only (tests, embedding)."""
     resolved = settings if settings is not None else get_settings()
-    app = FastAPI(title="CallPulse", version=__version__, description=DESCRIPTION)
+    # /docs is our own route (site.py): the default one loads Swagger UI from a CDN; ReDoc likewise.
+    app = FastAPI(title="CallPulse", version=__version__, description=DESCRIPTION, docs_url=None,
+                  redoc_url=None)
     app.add_middleware(RequestSizeLimit, upload_limit=resolved.max_upload_bytes,
                        max_bytes=resolved.max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
     if settings is not None:
@@ -140,17 +149,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
+    app.include_router(site.router)
     app.include_router(recordings.router)
     app.include_router(transcripts.router)
     app.include_router(segments.router)
     app.include_router(rules.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
+    app.include_router(keys.router)
     # Supervisor dashboard and analytics (issue 6).
     app.include_router(analytics.router)
     app.include_router(dashboard.router)
+    app.include_router(dashboard_alerts.router)
+    app.include_router(dashboard_calls.router)
     app.include_router(dashboard_live.router)
+    app.include_router(dashboard_segments.router)
+    app.include_router(dashboard_rules.router)
+    # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
+    app.include_router(live.router)
+    live.redact_keys_in_logs()
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
+    app.mount(site.DOCS_ASSETS, site.docs_assets(), name="docs-assets")
     return app
 
 

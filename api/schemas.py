@@ -7,11 +7,11 @@ import re
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from api.schemas_quality import CorrectionOut, WordOut
+from api.schemas_quality import CorrectionOut, LastRescore, WordOut
 from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 from worker.pipeline.contracts import Word
 from worker.pipeline.transcript_index import TranscriptIndex
@@ -126,6 +126,19 @@ class RecordingDetail(RecordingSummary):
     progress: Progress
     role_counts: dict[str, RoleCountsOut] = Field(description="Segment counts per speaker role.")
     timeline_url: str
+    last_rescore: LastRescore | None = Field(None, description="What the newest POST …/rescore found, "
+                                             "e.g. that there was nothing to do")
+    media_deleted_at: datetime | None = Field(None, description="When retention removed the media "
+                                              "(the analysis stays until the data itself expires)")
+    disconnected: bool = Field(default=False, description=(
+        "A live call whose socket dropped before its stop message; what arrived was analyzed."))
+    conversation: dict[str, Any] | None = Field(default=None, description=(
+        "Conversation measures: `talk` (seconds and share of the call per role), `non_talk` (silences "
+        "over 2 s with start/end, total and share), `interruptions` (count, overtalk seconds, each with "
+        "its time, who interrupted whom), `talk_speed` (words per minute, or syllables per second "
+        "without a transcript), `loudness` (each turn in dB against its role's median turn), "
+        "`sentiment` (the customer's -5..+5 overall, per quarter of the call, and the trend). "
+        "docs/CONVERSATION.md. Null before segmentation."))
 
 
 class RecordingPage(BaseModel):
@@ -184,7 +197,7 @@ class TimelineSegment(BaseModel):
             id=segment.id, index=segment.index, role=segment.role, speaker=segment.speaker,
             channel=segment.channel, start_s=segment.start_s, end_s=segment.end_s,
             analyzed=segment.analyzed, skip_reason=segment.skip_reason,
-            words=[WordOut(start_s=w.start_s, end_s=w.end_s, text=w.text) for w in words],
+            words=[WordOut.build(w) for w in words],
             correction=CorrectionOut.build(correction) if correction is not None else None,
         )
         if prediction is not None:
@@ -207,14 +220,21 @@ class Timeline(BaseModel):
     recording_id: uuid.UUID
     status: RecordingStatus
     duration_s: float | None
+    language: str | None = Field(default=None, description="The call's language: the upload's `language`, "
+                                 "else the one our ASR heard most.")
+    transcript_source: Literal["upload", "asr"] | None = Field(
+        default=None, description="Where the words come from: the client's transcript or our ASR; null "
+        "when the call has none.")
     segments: list[TimelineSegment]
 
     @classmethod
     def build(cls, rec: Recording, rows: Sequence[tuple[Segment, Prediction | None]],
-              words: TranscriptIndex | None = None, labels: Mapping[uuid.UUID, SegmentLabel] | None = None
+              words: TranscriptIndex | None = None, labels: Mapping[uuid.UUID, SegmentLabel] | None = None,
+              transcript_source: Literal["upload", "asr"] | None = None, language: str | None = None,
               ) -> Timeline:
         labels = labels or {}
         return cls(recording_id=rec.id, status=RecordingStatus(rec.status), duration_s=rec.duration_s,
+                   language=rec.language or language, transcript_source=transcript_source,
                    segments=[TimelineSegment.build(
                        seg, pred,
                        words.words(seg.start_s, seg.end_s, seg.channel) if words else (),

@@ -4,19 +4,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from db.models import SegmentLabel
+from worker.pipeline.contracts import Word
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
 
 LABELS = CANONICAL_LABELS + MAFW_EXTRA_LABELS
 
 
 class WordOut(BaseModel):
+    word: str
     start_s: float
     end_s: float
-    text: str
+    probability: float | None = Field(default=None, description="The recogniser's confidence in the word "
+                                      "(our ASR); null for uploaded transcripts that did not give one.")
+    text: str = Field(description="The word again (the name this field had first).")
+
+    @classmethod
+    def build(cls, w: Word) -> WordOut:
+        return cls(word=w.text, start_s=w.start_s, end_s=w.end_s, probability=w.probability, text=w.text)
 
 
 class UtteranceOut(BaseModel):
@@ -27,6 +36,7 @@ class UtteranceOut(BaseModel):
     channel: int | None = Field(default=None, description="Audio channel the words were said on, "
                                 "when the transcript or the channel roles say so.")
     words: list[WordOut] = Field(default_factory=list)
+    language: str | None = Field(default=None, description="Language our ASR heard on the channel.")
 
 
 class TranscriptOut(BaseModel):
@@ -66,7 +76,8 @@ class CorrectionOut(BaseModel):
     note: str | None
     model_label: str | None = Field(description="The model's label when the correction was made.")
     model_version: str | None
-    labeled_by: str = Field(description="Name and prefix of the API key that set the label.")
+    labeled_by: str = Field(description="Name and short id (first 8 hex digits of its id) of the API key "
+                                        "that set the label.")
     created_at: datetime
     updated_at: datetime
 
@@ -83,6 +94,21 @@ class RescoreIn(BaseModel):
     force: bool = Field(default=False, description="Also re-run segments that already have a prediction "
                         "of the current model version (e.g. after a transcript was added); it is replaced. "
                         "Predictions of other versions are always kept.")
+    rerun_rules: bool = Field(default=False, description="When there is nothing to rescore (every "
+                              "analyzable segment has a prediction of the current version), evaluate "
+                              "the call's rules again, e.g. after a rule was added; an alert is never "
+                              "fired twice for the same episode.")
+
+
+class LastRescore(BaseModel):
+    """What the newest rescore of a recording found (null until one ran)."""
+
+    at: datetime
+    model_version: str
+    outcome: Literal["rescoring", "nothing_to_do"]
+    segments: int = Field(description="Segments enqueued for the model (0 when there was nothing to do)")
+    rules_rerun: bool
+    message: str
 
 
 class RescoreAccepted(BaseModel):
@@ -90,3 +116,4 @@ class RescoreAccepted(BaseModel):
     status_url: str
     timeline_url: str
     force: bool
+    rerun_rules: bool = False

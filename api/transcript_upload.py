@@ -50,6 +50,6 @@ def transcript_out(row: Transcript) -> TranscriptOut:
         recording_id=row.recording_id, source=row.source, format=row.format, created_at=row.created_at,
         utterances=[UtteranceOut(
             start_s=u.start_s, end_s=u.end_s, text=u.text, speaker=u.speaker, channel=u.channel,
-            words=[WordOut(start_s=w.start_s, end_s=w.end_s, text=w.text) for w in u.words],
+            words=[WordOut.build(w) for w in u.words], language=u.language,
         ) for u in transcript.from_rows(row.utterances)],
     )

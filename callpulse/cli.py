@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from callpulse import __version__
+from callpulse.cli_admin import add_admin_commands
 from callpulse.settings import get_settings
 
 BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
@@ -27,7 +28,9 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
         value = getattr(args, option, None)
         if value:
             os.environ[f"CALLPULSE_{env}"] = str(value)
-    if getattr(args, "asr_model", None):
+    if getattr(args, "no_asr", False):
+        os.environ["CALLPULSE_ASR_ENABLED"] = "false"
+    elif getattr(args, "asr_model", None):
         os.environ["CALLPULSE_ASR_ENABLED"] = "true"
     get_settings.cache_clear()
 
@@ -44,15 +47,36 @@ def _csv(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
 
 
+def parse_roles(value: str) -> dict[int, str]:
+    """`agent,customer` (roles in channel order) or the API's `0=agent,1=customer` form."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not any("=" in part for part in parts):
+        return {i: part.lower() for i, part in enumerate(parts)}
+    roles: dict[int, str] = {}
+    for part in parts:
+        channel, sep, role = part.partition("=")
+        if not sep or not channel.strip().isdigit() or not role.strip():
+            raise ValueError(f"'{part}' is not CHANNEL=ROLE; write 'agent,customer' or '0=agent,1=customer'")
+        roles[int(channel)] = role.strip().lower()
+    if sorted(roles) != list(range(len(roles))):
+        raise ValueError(f"channels {sorted(roles)} leave a gap; name every channel from 0")
+    return roles
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from callpulse.local import analyze_files, format_table
+    from worker.pipeline.asr import AsrUnavailable
 
     _apply_model_overrides(args)
     missing = [f for f in args.files if not Path(f).is_file()]
     if missing:
         print(f"callpulse analyze: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    channel_roles = {i: role for i, role in enumerate(_csv(args.roles))} if args.roles else {}
+    try:
+        channel_roles = parse_roles(args.roles) if args.roles else {}
+    except ValueError as exc:
+        print(f"callpulse analyze: --roles: {exc}", file=sys.stderr)
+        return 2
     transcripts: dict[Path, Path] = {}
     if args.transcript:
         if len(args.files) != 1:
@@ -60,14 +84,19 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             return 2
         transcripts[Path(args.files[0])] = Path(args.transcript)
     failures = 0
-    for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
-                                get_settings(), show_progress=not args.quiet, transcripts=transcripts):
-        failures += result.get("status") != "done"
-        if args.format == "json":
-            sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
-        else:
-            sys.stdout.write(format_table(result) + "\n")
-        sys.stdout.flush()
+    try:
+        for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
+                                    get_settings(), show_progress=not args.quiet, transcripts=transcripts):
+            failures += result.get("status") != "done"
+            if args.format == "json":
+                sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+            else:
+                sys.stdout.write(format_table(result) + "\n")
+            sys.stdout.flush()
+    except AsrUnavailable as exc:
+        print(f"callpulse analyze: speech recognition cannot run: {exc}\n(--no-asr analyzes without words)",
+              file=sys.stderr)
+        return 2
     return 1 if failures else 0
 
 
@@ -84,10 +113,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.http_server import serve
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, log_level="info")
+    serve(args.host, args.port, args.workers)
     return 0
 
 
@@ -116,6 +144,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention(args: argparse.Namespace) -> int:
+    from worker.retention import apply_retention
+
+    counts = apply_retention(get_settings())
+    print(json.dumps(dataclasses.asdict(counts)))
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from worker import stages
     from worker.tasks import enqueue
@@ -124,38 +160,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     enqueue(followups)
     print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
                       "transcribe": len(followups.transcribe), "completed": len(followups.completed)}))
-    return 0
-
-
-def cmd_tenants_create(args: argparse.Namespace) -> int:
-    from db.queries.tenants import TenantExists, create_tenant
-    from db.session import transaction
-
-    try:
-        with transaction() as s:
-            roles = _csv(args.analyzed_roles) if args.analyzed_roles else None
-            tenant = create_tenant(s, args.name, roles, analyze_unknown_roles=not args.skip_unknown_roles)
-            tenant_id = tenant.id
-    except TenantExists as exc:
-        print(f"callpulse tenants create: {exc}", file=sys.stderr)
-        return 1
-    print(f"created tenant {args.name}", file=sys.stderr)
-    print(tenant_id)
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace) -> int:
-    from db.queries.tenants import create_api_key, get_tenant_by_name
-    from db.session import transaction
-
-    with transaction() as s:
-        tenant = get_tenant_by_name(s, args.tenant)
-        if tenant is None:
-            print(f"callpulse keys create: no tenant named '{args.tenant}'", file=sys.stderr)
-            return 1
-        _, key = create_api_key(s, tenant.id, args.name)
-    print(f"created API key for tenant {args.tenant} (shown once; store it now)", file=sys.stderr)
-    print(key)
     return 0
 
 
@@ -250,8 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "CALLPULSE_DATABASE_URL, by default a SQLite file under CALLPULSE_DATA_DIR.")
     p.add_argument("files", nargs="+", metavar="FILE", help="wav, mp3, m4a/aac, ogg/opus, flac, mp4, webm")
     p.add_argument("--roles", help="speaker role per channel, in channel order, e.g. 'agent,customer' "
-                   "for stereo calls; applied to files with that many channels, other files (and all "
-                   "files without --roles) get role 'unknown'")
+                   "for stereo calls, or by channel index as the API's channel_roles: '0=agent,1=customer'; "
+                   "applied to files with that many channels, other files (and all files without "
+                   "--roles) get role 'unknown'")
     p.add_argument("--analyze-roles", default="customer,unknown",
                    help="roles that get emotion inference (default: customer,unknown); others keep their "
                    "segments with the reason they were skipped")
@@ -259,9 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the call's transcript from your own ASR (JSON or WebVTT, docs/TRANSCRIPTS.md), "
                    "for a single FILE: its words feed the text model and show in the output")
     p.add_argument("--asr-model", metavar="DIR",
-                   help="a local Whisper checkpoint directory (transformers format): files without "
-                   "--transcript are transcribed with it first, so their words "
-                   "feed the text model and show in the output (docs/TRANSCRIPTS.md)")
+                   help="another speech recognition model than the bundled Whisper-base: a "
+                   "faster-whisper (CTranslate2) directory, or a transformers Whisper checkpoint "
+                   "(docs/TRANSCRIPTS.md)")
+    p.add_argument("--no-asr", action="store_true",
+                   help="do not transcribe: by default every file without --transcript is transcribed "
+                   "first (bundled Whisper-base, on CPU), so its words feed the text model and show "
+                   "under each segment")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
     p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")
@@ -280,9 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("worker", help="run a Celery worker on the given queues")
-    p.add_argument("--queues", default="ingest,infer,rules,notify",
-                   help="comma list among ingest,infer,rules,notify,asr (default: all but asr, which "
-                   "needs CALLPULSE_ASR_MODEL_PATH: our own speech recognition, docs/TRANSCRIPTS.md)")
+    p.add_argument("--queues", default="ingest,asr,infer,rules,notify",
+                   help="comma list among ingest,asr,infer,rules,notify (default: all; asr is our own "
+                   "speech recognition for calls without a transcript, docs/TRANSCRIPTS.md)")
     p.add_argument("--concurrency", type=int, help="worker processes (default: CPU count)")
     p.add_argument("--pool", choices=("prefork", "solo", "threads"), help="Celery pool (default prefork)")
     p.add_argument("--beat", action="store_true", help="also run the periodic sweeps (stuck recordings, "
@@ -296,21 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
 
-    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="action", required=True)
-    p = tenants.add_parser("create", help="create a tenant; prints its id alone on the last line")
-    p.add_argument("name")
-    p.add_argument("--analyzed-roles",
-                   help="comma list of roles that get emotion inference (default: "
-                   "CALLPULSE_DEFAULT_ANALYZED_ROLES, itself 'customer')")
-    p.add_argument("--skip-unknown-roles", action="store_true",
-                   help="do not analyze speakers whose role is unknown (mono calls)")
-    p.set_defaults(func=cmd_tenants_create)
+    p = sub.add_parser("retention", help="once: delete what the tenants' retention settings expired "
+                       "(what beat does every CALLPULSE_RETENTION_INTERVAL_S); prints the counts")
+    p.set_defaults(func=cmd_retention)
 
-    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
-    p = keys.add_parser("create", help="create an API key; prints the key alone on the last line")
-    p.add_argument("--tenant", required=True, help="tenant name")
-    p.add_argument("--name", default="", help="a label for the key")
-    p.set_defaults(func=cmd_keys_create)
+    add_admin_commands(sub)
 
     from callpulse.adapt_cli import add_parser as add_adapt_parser
 

@@ -4,7 +4,7 @@ see stages.waits_for_asr), so the text model sees its words. Like every stage it
 the row, does only what is missing and returns what to enqueue after its commit: always the call's
 inference, with words or, when ASR cannot be had, without them. A call never fails because of ASR.
 
-Shared by the Celery task (worker/tasks.py) and `callpulse analyze --asr-model`."""
+Shared by the Celery task (worker/tasks.py) and `callpulse analyze` (on by default)."""
 
 from __future__ import annotations
 
@@ -81,8 +81,13 @@ def transcribe_recording(recording_id: uuid.UUID, settings: Settings) -> Followu
         # Not ASR's to judge: inference meets the same media and records the reason on the call.
         return continue_without_words(recording_id, settings, f"its audio did not load: {exc}")
     started = time.monotonic()
-    rows = asr.transcribe(model, audio, job.channel_roles, speech=job.speech, language=job.language,
-                          batch_size=settings.asr_batch_size, progress=_Toucher(recording_id))
+    toucher = _Toucher(recording_id)
+    if isinstance(model, asr.AsrModel):  # a transformers checkpoint (GPU workers)
+        rows = asr.transcribe(model, audio, job.channel_roles, speech=job.speech, language=job.language,
+                              batch_size=settings.asr_batch_size, progress=toucher)
+    else:
+        rows = model.transcribe(audio, job.channel_roles, speech=job.speech, language=job.language,
+                                batch_size=settings.asr_batch_size, progress=toucher)
     log.info("ASR of recording %s: %d utterances from %.0f s of audio in %.1f s (%s)", recording_id,
              len(rows), audio.duration_s, time.monotonic() - started, model.version)
 

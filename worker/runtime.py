@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from callpulse.settings import Settings
-from worker.pipeline import asr, fusion, segment
+from worker.pipeline import asr, fusion, segment, whisper_ct2
 from worker.pipeline.contracts import EmotionModel
 from worker.pipeline.emotion import load_backend
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _emotion: dict[tuple[Any, ...], EmotionModel] = {}
 _vad: Any = None
-_asr: dict[tuple[str, str, str], asr.AsrModel] = {}
+_asr: dict[tuple[Any, ...], asr.AsrModel | whisper_ct2.Ct2Asr] = {}
 
 
 def emotion_model(settings: Settings) -> EmotionModel:
@@ -71,17 +71,24 @@ def vad_model() -> Any:
         return _vad
 
 
-def asr_model(settings: Settings) -> asr.AsrModel:
-    """The Whisper checkpoint of CALLPULSE_ASR_MODEL_PATH, loaded on the first asr task of this
-    process (only asr workers pay for it). A failure (AsrUnavailable) is not remembered: fixing the
-    directory needs no worker restart."""
-    key = (str(settings.asr_model_path or ""), settings.device, settings.dtype)
+def asr_model(settings: Settings) -> asr.AsrModel | whisper_ct2.Ct2Asr:
+    """The speech recogniser, loaded on the first asr task of this process (only asr workers pay for
+    it): faster-whisper over the bundled Whisper-base, or over CALLPULSE_ASR_MODEL_PATH when that is
+    a CTranslate2 directory; a transformers Whisper checkpoint there keeps the transformers engine.
+    A failure (AsrUnavailable) is not remembered: fixing the directory needs no worker restart."""
+    path = settings.asr_model_path
+    key = (str(path or ""), settings.device, settings.dtype, settings.asr_compute_type, settings.asr_threads)
     with _lock:
         if key not in _asr:
-            if settings.torch_threads > 0:
-                torch.set_num_threads(settings.torch_threads)
-            log.info("loading ASR model %s on %s", settings.asr_model_path, settings.device)
-            _asr[key] = asr.load_model(settings.asr_model_path, settings.device, settings.dtype)
+            if path is None or whisper_ct2.is_ct2_dir(path):
+                log.info("loading ASR model %s on %s", path or "(bundled Whisper-base)", settings.device)
+                _asr[key] = whisper_ct2.load_model(path, settings.data_dir, settings.device,
+                                                   settings.asr_compute_type, settings.asr_threads)
+            else:
+                if settings.torch_threads > 0:
+                    torch.set_num_threads(settings.torch_threads)
+                log.info("loading ASR model %s on %s (transformers)", path, settings.device)
+                _asr[key] = asr.load_model(path, settings.device, settings.dtype)
         return _asr[key]
 
 

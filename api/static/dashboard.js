@@ -63,19 +63,40 @@
     window.setTimeout(poll, 1500);
   }
 
-  // The calls list: rows not yet final are re-rendered by the server every 2 s until they are.
+  // The calls list: rows not yet final are re-rendered by the server until they are, and on the
+  // first page new calls matching the search are added at the top, every 2 s, without a reload.
   const calls = document.getElementById("calls");
   if (calls && calls.dataset.liveUrl) {
+    const body = calls.querySelector("tbody");
+    const announce = document.getElementById("calls-live");
     const poll = async () => {
-      const pending = Array.from(calls.querySelectorAll("tbody tr[data-final='false']")).map((r) => r.dataset.id);
-      if (pending.length === 0) return;
       try {
-        const query = pending.map((id) => "ids=" + encodeURIComponent(id)).join("&");
-        const response = await fetch(calls.dataset.liveUrl + "?" + query, { credentials: "same-origin" });
-        if (response.ok) {
-          for (const item of (await response.json()).items) {
-            const row = calls.querySelector("tr[data-id='" + item.id + "']");
-            if (row) row.outerHTML = item.html;
+        if (calls.dataset.newUrl) {
+          const response = await fetch(calls.dataset.newUrl, { credentials: "same-origin" });
+          if (response.ok) {
+            const fresh = (await response.json()).items.filter(
+              (item) => !body.querySelector("tr[data-id='" + item.id + "']"));
+            for (const item of fresh.reverse()) { // oldest first, so the newest ends on top
+              body.insertAdjacentHTML("afterbegin", item.html); // rendered and escaped by the server
+              body.firstElementChild.classList.add("fresh");
+            }
+            if (fresh.length) {
+              document.getElementById("calls-wrap").hidden = false;
+              const empty = document.getElementById("calls-empty");
+              if (empty) empty.hidden = true;
+              if (announce) announce.textContent = fresh.length + " new call" + (fresh.length > 1 ? "s" : "") + " added.";
+            }
+          }
+        }
+        const pending = Array.from(body.querySelectorAll("tr[data-final='false']")).map((r) => r.dataset.id);
+        if (pending.length) {
+          const query = pending.map((id) => "ids=" + encodeURIComponent(id)).join("&");
+          const response = await fetch(calls.dataset.liveUrl + "?" + query, { credentials: "same-origin" });
+          if (response.ok) {
+            for (const item of (await response.json()).items) {
+              const row = body.querySelector("tr[data-id='" + item.id + "']");
+              if (row) row.outerHTML = item.html;
+            }
           }
         }
       } catch (err) { /* retried on the next tick */ }
@@ -104,4 +125,60 @@
     });
     window.addEventListener("pagehide", () => source.close());
   }
+})();
+
+// Forms marked data-fragment (alert actions, label corrections) are sent with fetch; the server
+// answers with the changed item's HTML, which replaces the form's item in place. Without script
+// the same forms post normally and the server redirects back.
+(function () {
+  "use strict";
+  const pageToken = () => {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  };
+  document.addEventListener("submit", async (event) => {
+    const form = event.target;
+    if (!(form instanceof HTMLFormElement) || !form.dataset.fragment) return;
+    const item = form.closest("[data-fragment-item]") || form.closest("li");
+    if (!item) return;
+    event.preventDefault();
+    const submitter = event.submitter;
+    const action = (submitter && submitter.hasAttribute("formaction")) ? submitter.formAction : form.action;
+    const buttons = form.querySelectorAll("button");
+    buttons.forEach((b) => { b.disabled = true; });
+    try {
+      const response = await fetch(action, {
+        method: "POST", body: new FormData(form), credentials: "same-origin",
+        // The page's own request-forgery token, for forms that arrived live without one.
+        headers: { "X-Dashboard-Fragment": form.dataset.fragment, "X-CSRF-Token": pageToken() },
+      });
+      const html = await response.text();
+      if (response.ok) {
+        const holder = document.createElement(item.tagName === "LI" ? "ol" : "div");
+        holder.innerHTML = html; // rendered and escaped by the server's template
+        const fresh = holder.firstElementChild;
+        if (fresh) {
+          item.replaceWith(fresh);
+          const focusable = fresh.querySelector("[data-focus-after], button, a");
+          if (focusable) focusable.focus();
+          return;
+        }
+      }
+      // A refusal comes back as a page with the reason: show the reason beside the form.
+      const page = new DOMParser().parseFromString(html, "text/html");
+      const reason = page.querySelector("main p, .error");
+      let note = form.querySelector(".form-error");
+      if (!note) {
+        note = document.createElement("p");
+        note.className = "error form-error";
+        note.setAttribute("role", "alert");
+        form.append(note);
+      }
+      note.textContent = reason ? reason.textContent : "The change was refused (" + response.status + ").";
+    } catch (err) {
+      form.submit(); // the network hiccuped: fall back to a plain post
+    } finally {
+      buttons.forEach((b) => { b.disabled = false; });
+    }
+  });
 })();

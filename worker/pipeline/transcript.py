@@ -44,6 +44,7 @@ class Utterance:
     speaker: str | None
     channel: int | None
     words: tuple[Word, ...] = ()  # word timings when the transcript gave them
+    language: str | None = None  # our ASR's language of the channel ("en")
 
 
 @dataclass
@@ -388,13 +389,18 @@ def on_channel(u: Utterance, channel: int | None) -> Utterance:
 
 
 def to_rows(utterances: Iterable[Utterance]) -> list[dict[str, Any]]:
-    """The JSON stored in transcript.utterances; words as [start_s, end_s, text] triples."""
+    """The JSON stored in transcript.utterances; words as [start_s, end_s, text] triples, plus the
+    probability and the utterance's language where our ASR gave them."""
     return [{"start_s": u.start_s, "end_s": u.end_s, "text": u.text, "speaker": u.speaker,
-             "channel": u.channel, "words": [[w.start_s, w.end_s, w.text] for w in u.words]}
-            for u in utterances]
+             "channel": u.channel, "words": [_word_row(w) for w in u.words],
+             **({"language": u.language} if u.language else {})} for u in utterances]
+
+
+def _word_row(w: Word) -> list[Any]:
+    return [w.start_s, w.end_s, w.text] + ([] if w.probability is None else [w.probability])
 
 
 def from_rows(rows: Iterable[dict[str, Any]]) -> list[Utterance]:
     """Utterances back from to_rows' JSON (validated when it was stored)."""
     return [Utterance(r["start_s"], r["end_s"], r["text"], r.get("speaker"), r.get("channel"),
-                      tuple(Word(*w) for w in r.get("words") or ())) for r in rows]
+                      tuple(Word(*w) for w in r.get("words") or ()), r.get("language")) for r in rows]
