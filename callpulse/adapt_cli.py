@@ -3,7 +3,7 @@
 Both build a new embedded voice model from the shipped one (or `--base`) plus a contact center's own
 labels, with no public corpus on disk: a CSV of labelled files/spans, or the supervisor corrections
 a tenant stored through `PUT /v1/segments/{id}/label`. The heavy lifting is in
-`worker.pipeline.emotion.adaptation`; this module parses options, reports, and writes the model
+`training.adaptation`; this module parses options, reports, and writes the model
 directory that `callpulse analyze --model-path DIR` and `CALLPULSE_MODEL_PATH` load.
 """
 
@@ -38,7 +38,7 @@ def add_parser(sub: Any) -> None:
 
 
 def _shipped_dir() -> Path:
-    from worker.pipeline.emotion.embedded import default_weights_path
+    from worker.pipeline.voice.embedded.model import default_weights_path
 
     return default_weights_path().parent.resolve()
 
@@ -57,7 +57,9 @@ def _log(message: str) -> None:
 
 def run(spans: list[Any], base: Path | None, out: Path, source: str, *, strict: bool) -> int:
     """Features → residual head → model directory; the estimate goes to stdout."""
-    from worker.pipeline.emotion import adapt_data, adaptation, classifier, embedded
+    from training import adapt_data, adaptation
+    from worker.pipeline.voice.embedded import classifier
+    from worker.pipeline.voice.embedded import model as embedded
 
     started = time.time()
     model = embedded.load_model(weights_path=base).model
@@ -78,7 +80,8 @@ def run(spans: list[Any], base: Path | None, out: Path, source: str, *, strict: 
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from worker.pipeline.emotion import adapt_data, embedded
+    from training import adapt_data
+    from worker.pipeline.voice.embedded import model as embedded
 
     if _refuse_shipped(args.out, "adapt"):
         return 2
@@ -95,7 +98,7 @@ def tenant_spans(tenant: str, classes: tuple[str, ...]) -> list[Any]:
     """The tenant's stored corrections as labelled spans (labels with no class in the model, e.g.
     contempt, are skipped and counted: a supervisor may use the extended label set)."""
     from callpulse.cli import load_corrections
-    from worker.pipeline.emotion import adapt_data
+    from training import adapt_data
 
     spans, skipped = [], 0
     for ex in load_corrections(tenant):
@@ -111,7 +114,8 @@ def tenant_spans(tenant: str, classes: tuple[str, ...]) -> list[Any]:
 
 
 def cmd_train_tenant(tenant: str, out: Path, base: Path | None) -> int:
-    from worker.pipeline.emotion import adapt_data, embedded
+    from training import adapt_data
+    from worker.pipeline.voice.embedded import model as embedded
 
     if _refuse_shipped(out, "train"):
         return 2

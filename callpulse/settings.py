@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
-    # --- Our own speech recognition (worker/pipeline/whisper_ct2.py, asr.py) ---
+    # --- Our own speech recognition (worker/pipeline/speech/whisper_ct2.py, asr.py) ---
     # Calls uploaded without a transcript get one before emotion inference, on the `asr` queue
     # (docs/TRANSCRIPTS.md): by default from the bundled multilingual Whisper-base through
     # faster-whisper (CTranslate2: int8 on CPU, float16 on CUDA). asr_model_path: any other
@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # pass deletes (a first pass over years of calls spreads over several).
     retention_interval_s: float = Field(default=3600.0, gt=0)
     retention_batch: int = Field(default=500, ge=1, le=100_000)
+    # Prometheus: each `callpulse worker` serves /metrics on this port (0: not at all); the API
+    # serves /metrics on its own port.
+    worker_metrics_port: int = Field(default=9540, ge=0, le=65535)
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).

@@ -19,8 +19,10 @@ from callpulse import cli
 from db.models import Recording, Segment, Tenant
 from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client  # noqa: F401
-from worker.pipeline.emotion import adapt_data, classifier, load_backend
-from worker.pipeline.emotion.embedded import load_model
+from training import adapt_data
+from worker.pipeline.voice.embedded import classifier
+from worker.pipeline.voice.registry import load_backend
+from worker.pipeline.voice.embedded.model import load_model
 
 RATE = 16_000
 TURN_S = 2.0

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from callpulse.settings import get_settings
@@ -16,8 +17,8 @@ from db.session import transaction
 from tests.dashboard_fixtures import login_form_token
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
 from tests.support import running_worker
-from worker.pipeline import audio_store
-from worker.retention import apply_retention
+from worker.pipeline.media import audio_store
+from worker.stages.retention import apply_retention
 
 NOW = datetime.now(UTC)
 
@@ -62,8 +63,13 @@ def test_expired_data_and_media_go_and_nothing_else(client) -> None:
     with transaction() as s:
         old_segments = list(s.scalars(select(Segment.id).where(Segment.recording_id == old)))
 
+    def deleted(kind: str) -> float:
+        return REGISTRY.get_sample_value("callpulse_retention_deleted_total", {"kind": kind}) or 0.0
+
+    before = deleted("recording"), deleted("media")
     counts = apply_retention(get_settings(), NOW)
     assert (counts.recordings_deleted, counts.media_deleted) == (1, 1)
+    assert (deleted("recording"), deleted("media")) == (before[0] + 1, before[1] + 1)  # and in metrics
 
     with transaction() as s:
         assert s.get(Recording, old) is None

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from callpulse import metrics
 from callpulse.settings import Settings
-from worker.pipeline import asr, fusion, segment, whisper_ct2
+from worker.pipeline import fusion
 from worker.pipeline.contracts import EmotionModel
-from worker.pipeline.emotion import load_backend
+from worker.pipeline.speech import asr, whisper_ct2
+from worker.pipeline.speech import vad as segment
+from worker.pipeline.voice.registry import load_backend
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -32,7 +36,9 @@ def emotion_model(settings: Settings) -> EmotionModel:
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
             log.info("loading emotion backend %s on %s", settings.model_backend, settings.device)
+            started = time.perf_counter()
             audio = load_backend(settings.model_backend, settings.model_path, settings.device, settings.dtype)
+            metrics.MODEL_LOAD.labels(settings.model_backend).observe(time.perf_counter() - started)
             _emotion[key] = fusion.MultimodalModel(
                 audio,
                 text=_component("text_emotion", settings.device) if settings.text_model_enabled else None,
@@ -53,10 +59,10 @@ def _component(weights: str, device: str) -> fusion.Lazy[Any] | None:
 
     def load() -> Any:
         if weights == "text_emotion":
-            from worker.pipeline import text_emotion
+            from worker.pipeline.text import emotion as text_emotion
 
             return text_emotion.load_model(device)
-        from worker.pipeline import face
+        from worker.pipeline.face import expression as face
 
         return face.load_model(device)
 
