@@ -21,8 +21,8 @@ from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client  # noqa: F401
 from training import adapt_data
 from worker.pipeline.voice.embedded import classifier
-from worker.pipeline.voice.registry import load_backend
 from worker.pipeline.voice.embedded.model import load_model
+from worker.pipeline.voice.registry import load_backend
 
 RATE = 16_000
 TURN_S = 2.0
