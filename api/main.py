@@ -41,7 +41,7 @@ from api.routes import (
 from api.routes.recordings import upload_too_large
 from callpulse import __version__
 from callpulse.settings import Settings, get_settings
-from worker.pipeline.decode import MediaError
+from worker.pipeline.media.decode import MediaError
 
 log = logging.getLogger(__name__)
 

@@ -52,7 +52,7 @@ from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
 from db.queries.dashboard_sessions import end_session, open_session
 from db.queries.tenants import api_key_for
-from worker.pipeline.decode import MediaError
+from worker.pipeline.media.decode import MediaError
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
 
