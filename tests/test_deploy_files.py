@@ -93,7 +93,7 @@ def test_readme_distributed_section_is_complete() -> None:
     named, and the worker consumes every queue the pipeline sends to (asr is on by default)."""
     import re
 
-    from worker.celery_app import QUEUES
+    from worker.jobs.app import QUEUES
 
     text = (ROOT / "README.md").read_text()
     block = text.split("### Distributed", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
