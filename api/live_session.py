@@ -27,6 +27,7 @@ from callpulse.settings import Settings
 from db.models import Alert, Prediction, Segment
 from db.queries.alerts import alert_context
 from db.session import transaction
+from worker.jobs import names
 from worker.jobs.app import app as celery_app
 from worker.notify import events
 from worker.pipeline.media import live_audio
@@ -35,7 +36,7 @@ from worker.stages import live as live_stage
 
 log = logging.getLogger(__name__)
 
-INFER_TASK = "callpulse.infer_segments"
+INFER_TASK = names.INFER.name
 # After the last segment event, alerts from the rules queue are looked for this long at the fast pace.
 ALERTS_FOLLOW_S = 5.0
 ALERT_ONLY_POLL_S = 2.0
