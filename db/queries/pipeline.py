@@ -69,6 +69,13 @@ def _pending_filter(stmt: Select[Any], model_name: str, model_version: str) -> S
     return stmt.where(Segment.analyzed.is_(True), ~done)
 
 
+def analyzable_segment_ids(session: Session, recording_id: uuid.UUID) -> list[uuid.UUID]:
+    """Segments the tenant's policy lets us analyze, whatever model scored them already."""
+    stmt = (select(Segment.id).where(Segment.recording_id == recording_id, Segment.analyzed.is_(True))
+            .order_by(Segment.index))
+    return list(session.scalars(stmt))
+
+
 def pending_segment_ids(
     session: Session, recording_id: uuid.UUID, model_name: str, model_version: str
 ) -> list[uuid.UUID]:

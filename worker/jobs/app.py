@@ -66,30 +66,30 @@ app = make_celery()
 # Task outcomes and durations, and the worker's /metrics server (connected on import).
 from worker.jobs import metrics  # noqa: E402,F401
 
-# Only workers that consume ingest or infer need the models; a rules/notify worker stays small.
-MODEL_QUEUES = frozenset({"ingest", "infer"})
-_warm_models = True
+# Which models a worker process loads follows its queues: only infer runs the emotion model (it
+# alone knows the model version), ingest needs the VAD; a rules/notify worker stays small.
+_consumes: frozenset[str] = frozenset(QUEUES)
 
 
 @worker_init.connect
 def _note_queues(sender: object = None, **_: object) -> None:
-    """Runs in the worker's main process before the pool forks, so children inherit the flag."""
-    global _warm_models
+    """Runs in the worker's main process before the pool forks, so children inherit the set."""
+    global _consumes
     consume_from = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
-    names = set(getattr(consume_from, "consume_from", None) or {})
-    _warm_models = not names or bool(names & MODEL_QUEUES)
+    _consumes = frozenset(getattr(consume_from, "consume_from", None) or QUEUES)
 
 
 @worker_process_init.connect
 def _warm_up(**_: object) -> None:
     """Load models once per worker process, before the first task, so latency is predictable."""
-    if not _warm_models:
+    if not _consumes & {"ingest", "infer"}:
         return
     from worker import runtime
 
-    settings = get_settings()
-    runtime.emotion_model(settings)
-    runtime.vad_model()
+    if "infer" in _consumes:
+        runtime.emotion_model(get_settings())
+    if "ingest" in _consumes:
+        runtime.vad_model()
 
 
 @worker_process_shutdown.connect

@@ -29,6 +29,8 @@ def enqueue(followups: Followups) -> None:
         infer_segments.delay([str(i) for i in batch])
     for rec_id in followups.transcribe:
         transcribe_recording.delay(str(rec_id))
+    for rec_id in followups.resume:
+        app.send_task(names.RESUME.name, args=[str(rec_id)])
     enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
 
 

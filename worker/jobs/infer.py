@@ -1,5 +1,5 @@
-"""Tasks of the ``infer`` queue: the worker that runs the emotion model. Rescoring is here too,
-because only this worker knows which model version it targets."""
+"""Tasks of the ``infer`` queue: the worker that runs the emotion model. Rescoring and resuming a
+stuck call are here too, because only this worker knows which model version they are about."""
 
 from __future__ import annotations
 
@@ -35,5 +35,17 @@ def rescore_recording(self: Task, recording_id: str, force: bool = False,
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         give_up_or_retry(self, exc, names.RESCORE, lambda: [], "rescoring")
+        return
+    enqueue(followups)
+
+
+@app.task(bind=True, **names.RESUME.options())
+def resume_recording(self: Task, recording_id: str) -> None:
+    rec_id = uuid.UUID(recording_id)
+    try:
+        followups = infer.resume(rec_id, get_settings())
+    except Exception as exc:
+        # Giving up leaves the call as it was: the next sweep hands it over again.
+        give_up_or_retry(self, exc, names.RESUME, lambda: [], "resuming")
         return
     enqueue(followups)

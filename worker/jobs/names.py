@@ -46,6 +46,8 @@ RETENTION = TaskSpec("callpulse.apply_retention", "ingest", None)
 # The infer worker runs the model, so it is the one that knows which version rescoring targets.
 INFER = TaskSpec("callpulse.infer_segments", "infer", PIPELINE)
 RESCORE = TaskSpec("callpulse.rescore_recording", "infer", PIPELINE)
+# A stuck call, handed over by the sweep: decided with the infer worker's own model version.
+RESUME = TaskSpec("callpulse.resume_recording", "infer", PIPELINE)
 # Our own speech recognition: the worker that holds the Whisper model.
 TRANSCRIBE = TaskSpec("callpulse.transcribe_recording", "asr", PIPELINE)
 EVALUATE = TaskSpec("callpulse.rules.evaluate_recording", "rules", FOLLOW_UP)
@@ -53,8 +55,8 @@ PUBLISH = TaskSpec("callpulse.notify.publish_recording_event", "notify", FOLLOW_
 DELIVER = TaskSpec("callpulse.notify.deliver", "notify", FOLLOW_UP)
 SWEEP_DELIVERIES = TaskSpec("callpulse.notify.sweep_deliveries", "notify", None)
 
-TASKS: tuple[TaskSpec, ...] = (INGEST, SWEEP, RETENTION, INFER, RESCORE, TRANSCRIBE, EVALUATE, PUBLISH,
-                               DELIVER, SWEEP_DELIVERIES)
+TASKS: tuple[TaskSpec, ...] = (INGEST, SWEEP, RETENTION, INFER, RESCORE, RESUME, TRANSCRIBE, EVALUATE,
+                               PUBLISH, DELIVER, SWEEP_DELIVERIES)
 QUEUES: tuple[str, ...] = ("ingest", "infer", "rules", "notify", "asr")
 # Routing by task name: the broker carries ids only, Postgres holds the truth.
 TASK_ROUTES: dict[str, dict[str, str]] = {t.name: {"queue": t.queue} for t in TASKS}

@@ -23,8 +23,10 @@ from worker.pipeline.media import audio_store
 from worker.stages import inference_inputs
 from worker.stages.lifecycle import (
     Followups,
+    batches,
     cache_path,
     complete,
+    waits_for_asr,
 )
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,27 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     # Counted once committed; a prediction another worker wrote first is counted by both.
     metrics.SEGMENTS_ANALYZED.inc(len(rows))
     metrics.AUDIO_SECONDS.inc(sum(spans.get(row["segment_id"], 0.0) for row in rows))
+    return followups
+
+
+def resume(recording_id: uuid.UUID, settings: Settings, model: EmotionModel | None = None) -> Followups:
+    """A stuck segmented or analyzing recording, judged by the worker that runs the model (the
+    sweep hands it here): the segments still lacking this model version's prediction go to
+    inference (or to ASR first), and with none left the call is done."""
+    model = model or runtime.emotion_model(settings)
+    with transaction() as s:
+        rec = q.lock_recording(s, recording_id)
+        waiting = (RecordingStatus.segmented.value, RecordingStatus.analyzing.value)
+        if rec is None or rec.status not in waiting:
+            return Followups()  # final, live, or not yet segmented: not inference's to judge
+        pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
+        if pending and waits_for_asr(s, rec, settings):
+            return Followups(transcribe=[rec.id])
+        if pending:
+            rec.updated_at = utcnow()
+            return Followups(infer_batches=batches(pending, settings.infer_batch_size))
+        cache = complete(s, rec, settings, followups := Followups())
+    audio_store.drop_cache(cache)
     return followups
 
 

@@ -17,7 +17,7 @@ from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
 from db.queries.corrections import get_transcript
 from db.session import transaction
-from worker import conversation, runtime
+from worker import conversation
 from worker.pipeline.media import audio_store
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,9 @@ class Followups:
     failed: list[uuid.UUID] = field(default_factory=list)
     # Recordings whose words come from our own ASR before inference (worker/stages/asr.py).
     transcribe: list[uuid.UUID] = field(default_factory=list)
+    # Stuck recordings for the infer side to decide on with its own model version
+    # (worker/stages/infer.py, resume): only the worker that runs the model knows what is missing.
+    resume: list[uuid.UUID] = field(default_factory=list)
 
 
 def batches(ids: list[uuid.UUID], size: int) -> list[list[uuid.UUID]]:
@@ -60,15 +63,17 @@ def fail_recording(recording_id: uuid.UUID, reason: str, settings: Settings) -> 
 
 
 def resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
-    model = runtime.emotion_model(settings)
-    pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
-    if not pending:
+    """A segmented recording's next step, decided without the emotion model: every analyzable
+    segment goes to inference (the infer task skips those its own model version already scored),
+    or to ASR first; with nothing analyzable the call is done at once."""
+    analyzable = q.analyzable_segment_ids(s, rec.id)
+    if not analyzable:
         followups = Followups()
         audio_store.drop_cache(complete(s, rec, settings, followups))
         return followups
     if waits_for_asr(s, rec, settings):
         return Followups(transcribe=[rec.id])  # the asr stage enqueues this inference after it
-    return Followups(infer_batches=batches(pending, settings.infer_batch_size))
+    return Followups(infer_batches=batches(analyzable, settings.infer_batch_size))
 
 
 def waits_for_asr(s: Any, rec: Recording, settings: Settings) -> bool:

@@ -7,18 +7,13 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import timedelta
-from pathlib import Path
 
 from callpulse.settings import Settings
 from db.models import RecordingStatus, utcnow
 from db.queries import pipeline as q
 from db.session import transaction
-from worker import runtime
-from worker.pipeline.media import audio_store
 from worker.stages.lifecycle import (
     Followups,
-    batches,
-    complete,
     waits_for_asr,
 )
 
@@ -28,12 +23,15 @@ log = logging.getLogger(__name__)
 def sweep(settings: Settings) -> Followups:
     """Re-enqueue recordings that stopped moving (lost message, dead worker). The sweep never fails
     a recording itself: waiting in a long queue is not a fault. Ingest counts its own starts and
-    gives up after max_attempts; a duplicate message is harmless because every stage is idempotent."""
+    gives up after max_attempts; a duplicate message is harmless because every stage is idempotent.
+
+    The sweep loads no model: a segmented or analyzing call goes to the infer queue
+    (callpulse.resume_recording), where the worker that runs the model decides with its own version
+    what is missing, or that the call is done. A sweep on a worker with another model (the CPU
+    worker of the GPU profile) can therefore never complete a call its inference worker has not."""
     followups = Followups()
     cutoff = utcnow() - timedelta(seconds=settings.stuck_after_s)
-    model = runtime.emotion_model(settings)
     per_status: dict[str, int] = defaultdict(int)
-    caches: list[Path] = []
     abandoned: list[uuid.UUID] = []
     with transaction() as s:
         for rec in q.stuck_recordings(s, cutoff):
@@ -46,21 +44,16 @@ def sweep(settings: Settings) -> Followups:
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
                 followups.ingest.append(rec.id)
                 continue
-            pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
-            if pending and waits_for_asr(s, rec, settings):
+            if waits_for_asr(s, rec, settings) and q.analyzable_segment_ids(s, rec.id):
                 followups.transcribe.append(rec.id)  # its asr message was lost, or waits in the queue
-            elif pending:
-                followups.infer_batches.extend(batches(pending, settings.infer_batch_size))
             else:
-                caches.append(complete(s, rec, settings, followups))
+                followups.resume.append(rec.id)
         # The outbox half: final rows whose event was never published get it now (idempotent: a
         # delivery's webhook-id is derived from the event and the recording).
         for rec in q.unpublished_final_recordings(s, cutoff):
             per_status[f"{rec.status}, event unpublished"] += 1
             done = rec.status == RecordingStatus.done.value
             (followups.completed if done else followups.failed).append(rec.id)
-    for cache in caches:
-        audio_store.drop_cache(cache)
     for rec_id in abandoned:
         from worker.stages import live as live_stage
 
