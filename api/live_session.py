@@ -35,6 +35,9 @@ from worker.pipeline.stream_vad import StreamSegmenter, VadNet, keeps
 log = logging.getLogger(__name__)
 
 INFER_TASK = "callpulse.infer_segments"
+# After the last segment event, alerts from the rules queue are looked for this long at the fast pace.
+ALERTS_FOLLOW_S = 5.0
+ALERT_ONLY_POLL_S = 2.0
 _net: VadNet | None = None
 _net_lock = threading.Lock()
 
@@ -138,8 +141,18 @@ class LiveCall:
             self.pump_task = None
 
     async def _pump(self) -> None:
+        """Reads the database only when something can be there: while segments await their
+        analysis, for a few seconds after one was sent (its alerts come from the rules queue after
+        it), and otherwise every ALERT_ONLY_POLL_S (a rule may fire on an agent's turn or a silence)."""
+        quiet_since = time.monotonic()
+        last_poll = 0.0
         while True:
-            await self.push_ready()
+            now = time.monotonic()
+            if self.pending() or now - quiet_since < ALERTS_FOLLOW_S or now - last_poll >= ALERT_ONLY_POLL_S:
+                if self.pending():
+                    quiet_since = now
+                last_poll = now
+                await self.push_ready()
             await asyncio.sleep(self.settings.live_poll_s)
 
     async def push_ready(self) -> None:

@@ -38,4 +38,5 @@ CLOSE_TOO_BIG = 1009  # a binary message over MAX_FRAME_BYTES
 CLOSE_INTERNAL = 1011
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403  # a read-only key
+CLOSE_RATE_LIMITED = 4429  # too many failed authentications from the address, or requests with the key
 CLOSE_TOO_LONG = 4413  # the call passed CALLPULSE_LIVE_MAX_DURATION_S

@@ -192,6 +192,7 @@ def _result(path: Path, recording_id: uuid.UUID) -> dict[str, Any]:
         out.update(body)
         if rec.status == RecordingStatus.failed.value:
             out["error"] = rec.error
+        out["conversation"] = rec.conversation
         return out
 
 
@@ -234,6 +235,31 @@ def _summary(segments: list[dict[str, Any]], reasons: dict[str, int]) -> list[st
     return lines
 
 
+def conversation_lines(m: dict[str, Any] | None) -> list[str]:
+    """Talk time, silences, interruptions, talk speed and the customer's sentiment in three lines
+    (docs/CONVERSATION.md)."""
+    if not m:
+        return []
+    talk = ", ".join(f"{role} {t['seconds']:.1f} s ({t['share']:.0%})" for role, t in m["talk"].items())
+    silences = m["non_talk"]["silences"]
+    lines = [f"   talk: {talk}; non-talk {m['non_talk']['total_s']:.1f} s in {len(silences)} "
+             f"silence{'s' if len(silences) != 1 else ''} over 2 s"]
+    cuts = m["interruptions"]
+    who = ", ".join(f"by {role} {n}" for role, n in cuts["by_role"].items())
+    speed = ", ".join(f"{role} {v['words_per_minute']:.0f} wpm" if v["source"] == "words"
+                      else f"{role} {v['syllables_per_s']:.1f} syllables/s"
+                      for role, v in m["talk_speed"].items())
+    lines.append(f"   interruptions: {cuts['count']}{f' ({who})' if who else ''}, overtalk "
+                 f"{cuts['total_s']:.1f} s; talk speed: {speed or '—'}")
+    feel = m["sentiment"]
+    if feel["overall"] is not None:
+        quarters = " / ".join("—" if q is None else f"{q:+.1f}" for q in feel["by_quarter"])
+        trend = "" if feel["trend"] is None else f"; trend {feel['trend']:+.1f}"
+        lines.append(f"   {feel['role']} sentiment (−5..+5): {feel['overall']:+.1f}; "
+                     f"by quarter {quarters}{trend}")
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A readable timeline: a summary block per call, then one line per segment, its reasons
     indented beneath."""
@@ -253,6 +279,7 @@ def format_table(result: dict[str, Any]) -> str:
             reasons.setdefault(seg.get("skip_reason") or "pending", len(reasons) + 1)
     if segments:
         lines += _summary(segments, reasons)
+        lines += conversation_lines(result.get("conversation"))
         lines.append("")
     for seg in segments:
         span = f"{_clock(seg['start_s'])}–{_clock(seg['end_s'])}"

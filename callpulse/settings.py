@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # pass deletes (a first pass over years of calls spreads over several).
     retention_interval_s: float = Field(default=3600.0, gt=0)
     retention_batch: int = Field(default=500, ge=1, le=100_000)
+    # Prometheus: each `callpulse worker` serves /metrics on this port (0: not at all); the API
+    # serves /metrics on its own port.
+    worker_metrics_port: int = Field(default=9540, ge=0, le=65535)
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).
@@ -148,6 +151,22 @@ class Settings(BaseSettings):
     # Reverse proxies (addresses or CIDRs, comma list) whose X-Forwarded-For / X-Forwarded-Host
     # are believed; from anyone else those headers are ignored. Empty: nobody's.
     trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Rate limits (counted in Redis: rate_limit_url, default the broker). 0 turns one off. Over a
+    # limit the API answers 429 with Retry-After. Failed authentications (API or dashboard login)
+    # per client address in auth_failure_window_s; past the limit even a valid key waits.
+    auth_failures_per_ip: int = Field(default=20, ge=0)
+    auth_failure_window_s: float = Field(default=300.0, gt=0)
+    # Dashboard login attempts per client address (any outcome) in auth_failure_window_s.
+    login_attempts_per_ip: int = Field(default=30, ge=0)
+    # Requests per API key per minute.
+    api_requests_per_key_per_minute: int = Field(default=1200, ge=0)
+    # Webhook redelivery: per tenant per minute, and at most one per delivery in this interval.
+    webhook_redeliveries_per_minute: int = Field(default=30, ge=0)
+    webhook_redeliver_interval_s: float = Field(default=30.0, gt=0)
+    rate_limit_url: str = ""
+    # Request line plus headers, in bytes: more is refused with 431 before it is parsed
+    # (`callpulse api`), so one request cannot keep the server parsing megabytes of headers.
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
 
     @field_validator("dashboard_origins", "trusted_proxies", mode="before")
     @classmethod
@@ -194,6 +213,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'callpulse.db'}"
+
+    @property
+    def resolved_rate_limit_url(self) -> str:
+        return self.rate_limit_url or self.broker_url
 
     @property
     def resolved_media_dir(self) -> Path:

@@ -36,7 +36,8 @@ def _all_routes() -> list[Any]:
         if isinstance(route, APIRoute):
             found.append(route)
         elif hasattr(route, "effective_route_contexts"):
-            found.extend(route.effective_route_contexts())
+            # WebSocket routes (/v1/live) have no dependant here; they authenticate by API key.
+            found.extend(c for c in route.effective_route_contexts() if c.dependant is not None)
     return found
 
 

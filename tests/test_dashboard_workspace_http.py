@@ -342,3 +342,30 @@ def test_new_calls_endpoint_follows_the_search_and_the_tenant(client: TestClient
     assert "<tr" in client.get(f"/dashboard/live/recordings/new?since={since}").json()["items"][0]["html"]
     client.cookies.clear()
     assert client.get(f"/dashboard/live/recordings/new?since={since}").status_code == 401
+
+
+def test_call_summary_shows_stored_conversation_measures(client: TestClient, make_tenant) -> None:
+    from sqlalchemy import update
+
+    from db.models import Recording
+
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "angry", 4.0, -0.6)])
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == rec_id).values(conversation={
+            "duration_s": 60.0,
+            "talk": {"agent": {"seconds": 2.0, "share": 0.033}, "customer": {"seconds": 4.0, "share": 0.067}},
+            "non_talk": {"total_s": 54.0, "share": 0.9,
+                         "silences": [{"start_s": 7, "end_s": 60, "duration_s": 53}]},
+            "interruptions": {"count": 2, "total_s": 1.4, "by_role": {"customer": 2}, "items": []},
+            "talk_speed": {"customer": {"words_per_minute": 151.0, "source": "words"}},
+            "loudness": [],
+            "sentiment": {"role": "customer", "overall": -3.2, "by_quarter": [], "trend": -1.5},
+        }))
+    _login(client, key)
+    text = client.get(f"/dashboard/recordings/{rec_id}").text
+    measures = text.split('aria-label="Conversation measures"')[1].split("</dl>")[0]
+    assert "customer 7% (151 words/min)" in measures and "agent 3%" in measures
+    assert "90% (1 gap over 2 s)" in measures and "2 (1.4 s overtalk)" in measures
+    assert "−3.2, trend −1.5" in measures

@@ -16,7 +16,8 @@ from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Respon
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
-from api import call_view
+from api import call_view, rate_limit
+from api.client_ip import client_ip
 from api.csrf import issue_login_token, set_login_cookie
 from api.dashboard_auth import (
     CsrfSessionDep,
@@ -110,9 +111,18 @@ def login_form(request: Request, settings: SettingsDep,
 def login(request: Request, session: SessionDep, settings: SettingsDep, _csrf: LoginCsrfDep,
           api_key: Annotated[str, Form(max_length=200)] = "",
           next_url: Annotated[str | None, Form(alias="next")] = None) -> Response:
+    address = client_ip(request, settings)
+    wait = (rate_limit.exceeded(settings, rate_limit.auth_failures(settings), address)
+            or rate_limit.count(settings, rate_limit.login_attempts(settings), address))
+    if wait is not None:
+        refused = _login_page(request, settings, next_url, f"Too many login attempts from your address; "
+                              f"try again in {wait} s.", status.HTTP_429_TOO_MANY_REQUESTS)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     key = api_key.strip()
     row = api_key_for(session, key) if key else None
     if row is None:
+        rate_limit.count(settings, rate_limit.auth_failures(settings), address)
         return _login_page(request, settings, next_url, "That API key is not valid (or was revoked).",
                            status.HTTP_401_UNAUTHORIZED)
     # A session this browser already had ends here: one login, one session.

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 from anyio import to_thread
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect, status
 from pydantic import ValidationError
 from starlette.websockets import WebSocketState
 
+from api.deps import authenticate_key
 from api.live_session import LiveCall, TooLong
 from api.schemas_live import (
     CLOSE_BAD_DATA,
@@ -31,6 +32,7 @@ from api.schemas_live import (
     CLOSE_INTERNAL,
     CLOSE_NORMAL,
     CLOSE_PROTOCOL,
+    CLOSE_RATE_LIMITED,
     CLOSE_TOO_BIG,
     CLOSE_TOO_LONG,
     CLOSE_UNAUTHORIZED,
@@ -38,7 +40,7 @@ from api.schemas_live import (
     LiveStart,
 )
 from callpulse.settings import Settings, get_settings
-from db.queries.tenants import api_key_for, note_key_used, scope_allows
+from db.queries.tenants import note_key_used, scope_allows
 from db.session import transaction
 from worker import live_stage
 from worker.pipeline import live_audio
@@ -87,15 +89,19 @@ def _presented_key(ws: WebSocket) -> str | None:
     return ws.headers.get("x-api-key") or ws.query_params.get("api_key") or None
 
 
-async def _tenant_of(key: str | None) -> uuid.UUID:
+async def _tenant_of(ws: WebSocket, settings: Settings, key: str | None) -> uuid.UUID:
     if not key:
         raise StreamError("missing API key: send 'Authorization: Bearer <key>', 'X-API-Key: <key>' "
                           "or ?api_key=<key>", CLOSE_UNAUTHORIZED)
 
     def lookup() -> tuple[uuid.UUID, str] | None:
         with transaction() as s:
-            row = api_key_for(s, key)
-            if row is None:
+            try:
+                # The same rate limits as every HTTP route (failed attempts per address, requests per key).
+                row = authenticate_key(ws, s, settings, key)
+            except HTTPException as exc:
+                if exc.status_code == status.HTTP_429_TOO_MANY_REQUESTS:
+                    raise StreamError(str(exc.detail), CLOSE_RATE_LIMITED) from None
                 return None
             if scope_allows(row.scope, "write"):
                 note_key_used(row)
@@ -134,7 +140,7 @@ async def live(ws: WebSocket) -> None:
     call: LiveCall | None = None
     stopped = False
     try:
-        tenant_id = await _tenant_of(_presented_key(ws))
+        tenant_id = await _tenant_of(ws, settings, _presented_key(ws))
         start = _parse_start(await _first_text(ws))
         spec = live_stage.LiveSpec(channels=start.channels, channel_roles=start.channel_roles,
                                    external_id=start.external_id, metadata=start.metadata)
@@ -240,7 +246,7 @@ async def live_twilio(ws: WebSocket) -> None:
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
             raise StreamError("start.customParameters must be an object", CLOSE_PROTOCOL)
-        tenant_id = await _tenant_of(_presented_key(ws) or params.get("api_key"))
+        tenant_id = await _tenant_of(ws, settings, _presented_key(ws) or params.get("api_key"))
         roles = {"0": str(params.get("outbound_role") or "agent").strip().lower(),
                  "1": str(params.get("inbound_role") or "customer").strip().lower()}
         metadata = {k: v for k, v in params.items() if k not in ("api_key", "external_id")}

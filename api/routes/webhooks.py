@@ -9,9 +9,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
+from api import rate_limit
 from api.deps import SessionDep, SettingsDep, TenantDep, validation_error
 from api.schemas import ErrorOut
-from api.schemas_webhooks import DeliveryList, DeliveryOut, WebhookCreated, WebhookIn, WebhookList, WebhookOut
+from api.schemas_webhooks import (
+    DeliveryList,
+    DeliveryOut,
+    WebhookCreated,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+    WebhookPatch,
+)
 from db.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from db.queries import webhooks as queries
 from worker import events, notify
@@ -73,10 +82,17 @@ def get_delivery(session: SessionDep, tenant: TenantDep, delivery_id: uuid.UUID)
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=status.HTTP_202_ACCEPTED,
              response_model=DeliveryOut, responses=ERRORS,
              summary="Send a delivery again (same webhook-id), with a fresh series of retries")
-def redeliver(session: SessionDep, tenant: TenantDep, delivery_id: uuid.UUID) -> DeliveryOut:
+def redeliver(session: SessionDep, tenant: TenantDep, settings: SettingsDep, delivery_id: uuid.UUID
+              ) -> DeliveryOut:
+    """Throttled: each redelivery restarts the whole series of attempts, so unthrottled it would
+    turn one API call into a stream of requests at the receiver."""
     delivery = queries.get_delivery(session, tenant.id, delivery_id, for_update=True)
     if delivery is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=DELIVERY_NOT_FOUND)
+    if (wait := rate_limit.count(settings, rate_limit.redeliveries_per_tenant(settings), str(tenant.id))):
+        raise rate_limit.too_many(wait, "redeliveries for this tenant")
+    if (wait := rate_limit.count(settings, rate_limit.redeliveries_per_delivery(settings), str(delivery.id))):
+        raise rate_limit.too_many(wait, "redeliveries of this delivery")
     delivery.status, delivery.attempts = DeliveryStatus.pending.value, 0
     delivery.next_attempt_at, delivery.updated_at = utcnow(), utcnow()
     out = _delivery_out(session, delivery)
@@ -88,6 +104,19 @@ def redeliver(session: SessionDep, tenant: TenantDep, delivery_id: uuid.UUID) ->
 @router.get("/{endpoint_id}", response_model=WebhookOut, responses=ERRORS, summary="One endpoint")
 def get_endpoint(session: SessionDep, tenant: TenantDep, endpoint_id: uuid.UUID) -> WebhookOut:
     return WebhookOut.build(_tenant_endpoint(session, tenant.id, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=WebhookOut, responses=ERRORS,
+              summary="Enable or disable an endpoint, or change its description")
+def patch_endpoint(session: SessionDep, tenant: TenantDep, endpoint_id: uuid.UUID, body: WebhookPatch
+                   ) -> WebhookOut:
+    endpoint = _tenant_endpoint(session, tenant.id, endpoint_id)
+    if body.enabled is not None:
+        endpoint.enabled = body.enabled
+    if body.description is not None:
+        endpoint.description = body.description
+    session.flush()
+    return WebhookOut.build(endpoint)
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,
