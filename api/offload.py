@@ -2,8 +2,8 @@
 
 Pure-Python parsing holds the GIL: on a request thread it slows every other thread, the event loop
 included, and one 60 KB YAML body froze /healthz for seconds. Each job here runs in its own child
-process (forked from a forkserver that has the parsers imported, so a start costs milliseconds),
-at most CALLPULSE_PARSE_WORKERS at a time; a job waits at most CALLPULSE_PARSE_TIMEOUT_S for a slot
+process (forked from a forkserver that has the parsers imported, so a start costs milliseconds) at
+a lower CPU priority than the server, at most CALLPULSE_PARSE_WORKERS at a time; a job waits at most CALLPULSE_PARSE_TIMEOUT_S for a slot
 (then 503 with Retry-After) and runs at most as long again (then its process is killed and the
 request gets a 422 saying so). The functions sent here return plain data, errors included (a
 tagged tuple), because exception objects do not always survive pickling.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _PRELOAD = ["worker.rules.language", "api.transcript_upload"]
+PARSER_NICENESS = 10
 
 _lock = threading.Lock()
 _slots: threading.BoundedSemaphore | None = None
@@ -44,6 +46,8 @@ def _setup() -> tuple[threading.BoundedSemaphore, Any]:
 
 
 def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+    # Serving requests comes first: a parser only gets the CPU the API process leaves.
+    os.nice(PARSER_NICENESS)
     try:
         conn.send(("ok", fn(*args)))
     except BaseException as exc:  # reported, never raised across the pipe

@@ -130,3 +130,36 @@ def test_depth_precheck_refuses_deep_text_and_keeps_real_rules() -> None:
     for deep in ("[" * 65, "- " * 70 + "x", "a: b'\nc: " + "[" * 100,
                  '{"a": "x\\"' + "[" * 100 + '"}' + "{" * 70, "\n".join(" " * i + "k:" for i in range(70))):
         assert text_depth_exceeds(deep), deep[:40]
+
+
+def test_a_large_body_is_not_counted_as_headers(make_tenant, tmp_path: Path) -> None:
+    """One read can hold a short header and the start of a big upload: only the header counts
+    against CALLPULSE_MAX_HEADER_BYTES (a 43 MB transcript upload was answered 431)."""
+    import socket
+    from urllib.parse import urlparse
+
+    tenant_id, key = make_tenant()
+    with transaction() as s:
+        rec = Recording(tenant_id=tenant_id, filename="c.wav", media_uri=str(tmp_path / "none.wav"),
+                        duration_s=6_000.0, channels=2, status="done")
+        s.add(rec)
+        s.flush()
+        rec_id = rec.id
+    transcript = _transcript(20_000)  # about 1.7 MB
+    assert len(transcript) > 1024 * 1024
+    boundary = "cp" + "7" * 20
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"transcript\"; "
+            'filename="t.json"\r\nContent-Type: application/json\r\n\r\n').encode()
+    body += transcript + f"\r\n--{boundary}--\r\n".encode()
+    head = (f"PUT /v1/recordings/{rec_id}/transcript HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    with running_api() as api:
+        url = urlparse(api.base)
+        with socket.create_connection((url.hostname, url.port), timeout=120) as sock:
+            sock.sendall(head + body)  # one write: the server's first read holds both
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
+    assert answer.count(b'"word":"hello"') == 20_000
