@@ -3,10 +3,11 @@
 Pure-Python parsing holds the GIL: on a request thread it slows every other thread, the event loop
 included, and one 60 KB YAML body froze /healthz for seconds. Each job here runs in its own child
 process (forked from a forkserver that has the parsers imported, so a start costs milliseconds) at
-a lower CPU priority than the server, at most CALLPULSE_PARSE_WORKERS at a time; a job waits at most CALLPULSE_PARSE_TIMEOUT_S for a slot
-(then 503 with Retry-After) and runs at most as long again (then its process is killed and the
-request gets a 422 saying so). The functions sent here return plain data, errors included (a
-tagged tuple), because exception objects do not always survive pickling.
+a lower CPU priority than the server, at most CALLPULSE_PARSE_WORKERS at a time; a job waits at
+most CALLPULSE_PARSE_TIMEOUT_S for a slot (then 503 with Retry-After) and runs at most as long
+again (then its process is killed and the request gets a 422 saying so). The functions sent here
+return plain data, errors included (a tagged tuple), because exception objects do not always
+survive pickling.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from api.deps import validation_error
 from api.offload import run_bounded
 from api.schemas_quality import TranscriptOut, UtteranceOut, WordOut
 from db.models import Transcript
-from worker.pipeline import transcript
+from worker.pipeline.text import transcript
 
 # Up to this size a transcript parses in milliseconds, cheaper than starting a parser process.
 INLINE_PARSE_BYTES = 64 * 1024

@@ -18,9 +18,10 @@ from db.models import Recording, RecordingStatus
 from db.queries.corrections import put_transcript
 from db.queries.tenants import get_or_create_tenant
 from db.session import transaction
-from worker import runtime, stages
-from worker.pipeline import decode
-from worker.pipeline.transcript import TranscriptError
+from worker import runtime
+from worker.pipeline.media import decode
+from worker.pipeline.text.transcript import TranscriptError
+from worker.stages import infer, ingest, lifecycle
 
 LOCAL_TENANT = "local"
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ def analyze_files(
                 put_transcript(s, rec_id, *words)
 
         try:
-            followups = stages.ingest(rec_id, settings)
+            followups = ingest.ingest(rec_id, settings)
             if followups.transcribe:  # no --transcript: words first, as a worker does
                 progress.update(n, path.name, "transcribing")
                 followups = _transcribe(rec_id, settings, progress)
@@ -123,11 +124,11 @@ def analyze_files(
             done = 0
             for batch in followups.infer_batches:
                 progress.update(n, path.name, f"segments {done}/{total}")
-                stages.infer(batch, settings, model)
+                infer.infer(batch, settings, model)
                 done += len(batch)
         except Exception as exc:  # one broken file must not end a multi-file run
             log.exception("analysis of %s failed", path)
-            stages.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
+            lifecycle.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
         result = _result(path, rec_id)
         elapsed = time.perf_counter() - started
         # Measured: the first file of a run also pays one-time warm-ups (first feature extraction,
@@ -153,9 +154,9 @@ def speed_phrase(audio_s: float, elapsed_s: float) -> str:
             "short; longer calls run faster than real time)")
 
 
-def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> stages.Followups:
+def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> lifecycle.Followups:
     """The asr stage in-process; whatever goes wrong there, the file is still analyzed by voice."""
-    from worker import asr_stage
+    from worker.stages import asr as asr_stage
 
     try:
         return asr_stage.transcribe_recording(rec_id, settings)

@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
-    # --- Our own speech recognition (worker/pipeline/whisper_ct2.py, asr.py) ---
+    # --- Our own speech recognition (worker/pipeline/speech/whisper_ct2.py, asr.py) ---
     # Calls uploaded without a transcript get one before emotion inference, on the `asr` queue
     # (docs/TRANSCRIPTS.md): by default from the bundled multilingual Whisper-base through
     # faster-whisper (CTranslate2: int8 on CPU, float16 on CUDA). asr_model_path: any other
@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     stuck_after_s: float = 600.0
     sweep_interval_s: float = 120.0
     max_attempts: int = 5
+    # Time limits per queue (seconds; worker/jobs/names.py): past it a task is stopped and records
+    # a failure with the reason (a recording fails; ASR continues without words; rules and notify
+    # leave it to their next pass); 30 s later the pool kills it, so a stuck task never holds a
+    # worker. Long for inference and ASR of long calls, short for webhook deliveries.
+    ingest_time_limit_s: float = Field(default=1800.0, gt=0)
+    asr_time_limit_s: float = Field(default=3600.0, gt=0)
+    infer_time_limit_s: float = Field(default=3600.0, gt=0)
+    rules_time_limit_s: float = Field(default=600.0, gt=0)
+    notify_time_limit_s: float = Field(default=300.0, gt=0)
     # Retention (per tenant: `callpulse tenants update --media-retention-days/--data-retention-days`):
     # how often beat deletes what expired, and at most how many recordings per tenant and kind a
     # pass deletes (a first pass over years of calls spreads over several).

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from callpulse import metrics
 from callpulse.settings import get_settings
 from tests.support import running_worker
-from worker import stages
+from worker.stages import infer, ingest
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_pipeline_counts_segments_audio_and_model_load(make_tenant, stereo_call,
         s.add(rec)
         s.flush()
         rec_id = rec.id
-    followups = stages.ingest(rec_id, settings)
+    followups = ingest.ingest(rec_id, settings)
     for batch in followups.infer_batches:
-        stages.infer(batch, settings)
+        infer.infer(batch, settings)
     with transaction() as s:
         spans = s.execute(select(func.count(), func.sum(Segment.end_s - Segment.start_s))
                           .select_from(Prediction).join(Segment)
@@ -114,7 +114,7 @@ def _free_port() -> int:
 
 
 def test_worker_serves_task_metrics_of_its_pool(broker: str) -> None:
-    from worker.celery_app import app
+    from worker.jobs.app import app
 
     port = _free_port()
     env = {"CALLPULSE_WORKER_METRICS_PORT": str(port)}

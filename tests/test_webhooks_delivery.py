@@ -27,9 +27,11 @@ from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     rules_worker,
     seed_recording,
 )
-from worker import events, notify, rule_stages
-from worker.celery_app import app as celery_app
-from worker.tasks_rules import DELIVER_TASK, EVALUATE_TASK
+from worker.jobs import names
+from worker.jobs.app import app as celery_app
+from worker.notify import events
+from worker.notify import webhooks as notify
+from worker.stages import notify as notify_stages
 
 ANGRY = ("customer", "angry", 0.9, -0.7)
 
@@ -87,13 +89,13 @@ def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["recording.failed"])
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
-    [delivery_id] = rule_stages.publish_recording_event(rec_id, "recording.failed")
+    [delivery_id] = notify_stages.publish_recording_event(rec_id, "recording.failed")
     # The address became private since creation (as if DNS changed): refused, given up, logged.
     from prometheus_client import REGISTRY
 
     failed_before = REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
                                               {"outcome": "failed"}) or 0
-    assert rule_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
+    assert notify_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
     # ... and counted in the metrics by outcome.
     assert REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
                                      {"outcome": "failed"}) == failed_before + 1
@@ -141,12 +143,12 @@ def test_duplicate_task_deliveries_make_one_alert_and_one_message(
                 json={"name": "anger", "definition": {"when": {"label": "angry"}}})
     rec_id, _ = seed_recording(tenant_id, [ANGRY, ANGRY])
     for final in (False, False, False, True):
-        celery_app.send_task(EVALUATE_TASK, args=[str(rec_id), final])
+        celery_app.send_task(names.EVALUATE.name, args=[str(rec_id), final])
     got = receiver.wait(path, lambda rs: len(rs) >= 1)
     with transaction() as s:
         delivery_id = s.scalar(select(WebhookDelivery.id).where(WebhookDelivery.tenant_id == tenant_id))
     for _ in range(3):  # the deliver message itself duplicated
-        celery_app.send_task(DELIVER_TASK, args=[str(delivery_id)])
+        celery_app.send_task(names.DELIVER.name, args=[str(delivery_id)])
     time.sleep(1.5)
     assert len(receiver.at(path)) == 1 and got[0].valid
     with transaction() as s:
@@ -199,8 +201,8 @@ def test_receiver_failures_are_retried_then_given_up_and_logged_then_redelivered
 
 def test_recording_failed_webhook_from_the_pipeline(
         client: TestClient, make_tenant, receiver, rules_worker, tmp_path: Path) -> None:
-    from worker import stages
-    from worker.tasks import enqueue
+    from worker.jobs.enqueue import enqueue
+    from worker.stages import ingest
 
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["recording.failed", "recording.completed"])
@@ -209,7 +211,7 @@ def test_recording_failed_webhook_from_the_pipeline(
         s.add(rec)
         s.flush()
         rec_id = rec.id
-    followups = stages.ingest(rec_id, get_settings())
+    followups = ingest.ingest(rec_id, get_settings())
     assert followups.failed == [rec_id]
     enqueue(followups)
     [got] = receiver.wait(path, lambda rs: len(rs) >= 1)
