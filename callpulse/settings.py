@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.pipeline.voice.names import BackendName
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "callpulse"
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     merge_gap_s: float = 0.6
 
     # Inference.
-    model_backend: Literal["embedded", "audio-classifier", "omni", "r1-omni"] = "embedded"
+    model_backend: BackendName = "embedded"
     model_path: Path | None = None
     device: str = "cpu"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
