@@ -18,8 +18,7 @@ from typing import Any
 from callpulse import __version__
 from callpulse.cli_admin import add_admin_commands
 from callpulse.settings import get_settings
-
-BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
+from worker.pipeline.voice.names import BACKENDS
 
 
 def _apply_model_overrides(args: argparse.Namespace) -> None:
@@ -232,8 +231,6 @@ def export_corrections(tenant_name: str, target: Path) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from training.voice import main as train_main
-
     if "-h" in argv or "--help" in argv:
         print(TRAIN_TENANT_HELP)
     tenant, argv = _pop_option(argv, "--tenant")
@@ -257,6 +254,13 @@ def cmd_train(argv: list[str]) -> int:
         count = export_corrections(tenant, path)
         print(f"callpulse train: {count} corrections of tenant {tenant} → {path}", file=sys.stderr)
         argv = [*argv, "--corrections", str(path)]
+    try:
+        from training.voice import main as train_main
+    except ImportError as exc:
+        # scikit-learn fits the shipped model's heads; it is not part of the runtime install.
+        print(f"callpulse train: training the shipped model needs the [train] extra "
+              f"(pip install 'callpulse[train]'): {exc}", file=sys.stderr)
+        return 2
     return train_main(argv)
 
 

@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.pipeline.voice.names import BackendName
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "callpulse"
@@ -36,6 +38,11 @@ class Settings(BaseSettings):
     # Address-space limit of each ffmpeg decoder process: a file that drives the decoder itself
     # into allocating fails the recording with a reason instead of taking the worker's memory.
     decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
+    # Parsing that costs CPU in a request (rule YAML/JSON, transcripts) runs in child processes,
+    # at most this many at once per API process; a request waits this long for one (then 503) and
+    # may parse this long (then 422).
+    parse_workers: int = Field(default=2, ge=1, le=64)
+    parse_timeout_s: float = Field(default=30.0, gt=0)
 
     # Segmentation (silero-vad over 16 kHz audio).
     sample_rate: int = 16_000
@@ -46,7 +53,7 @@ class Settings(BaseSettings):
     merge_gap_s: float = 0.6
 
     # Inference.
-    model_backend: Literal["embedded", "audio-classifier", "omni", "r1-omni"] = "embedded"
+    model_backend: BackendName = "embedded"
     model_path: Path | None = None
     device: str = "cpu"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
