@@ -7,22 +7,27 @@ cannot multiply the series; a path no route matched is labelled "unmatched"."""
 from __future__ import annotations
 
 import time
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, HTTPException, Response, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.deps import SettingsDep
 from callpulse import metrics
-from callpulse.settings import get_settings
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", include_in_schema=True,
             response_class=Response)
-def prometheus_metrics() -> Response:
-    # Unauthenticated like /healthz: scrape it from the internal network only (no tenant data in
-    # it: counts per route template, task and queue).
-    body, content_type = metrics.exposition(get_settings().broker_url)
+def prometheus_metrics(settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+                       ) -> Response:
+    # No tenant data in it (counts per route template, task and queue), so without
+    # CALLPULSE_METRICS_TOKEN it is open like /healthz: scrape it from the internal network.
+    if not metrics.token_ok(authorization, settings.metrics_token):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED,
+                            detail="metrics need 'Authorization: Bearer <CALLPULSE_METRICS_TOKEN>'")
+    body, content_type = metrics.exposition(settings.broker_url)
     return Response(body, media_type=content_type)
 
 

@@ -12,6 +12,7 @@ worker is running, which is when they matter."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import threading
@@ -110,7 +111,15 @@ def exposition(broker_url: str) -> tuple[bytes, str]:
     return generate_latest(_Scrape(own, QueueDepthCollector(broker_url))), CONTENT_TYPE_LATEST
 
 
-def serve(port: int, broker_url: str, host: str = "0.0.0.0") -> ThreadingHTTPServer | None:
+def token_ok(authorization: str | None, token: str) -> bool:
+    """With CALLPULSE_METRICS_TOKEN set, a scrape must send it as a bearer token."""
+    if not token:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def serve(port: int, broker_url: str, host: str = "0.0.0.0", token: str = "") -> ThreadingHTTPServer | None:
     """The worker's /metrics on ``port``, from a daemon thread of its main process; None (and a
     warning) when the port is taken, so a second worker on one host still runs."""
 
@@ -118,6 +127,9 @@ def serve(port: int, broker_url: str, host: str = "0.0.0.0") -> ThreadingHTTPSer
         def do_GET(self) -> None:
             if self.path.split("?")[0] not in ("/metrics", "/"):
                 self.send_error(404, "metrics are at /metrics")
+                return
+            if not token_ok(self.headers.get("Authorization"), token):
+                self.send_error(401, "metrics need 'Authorization: Bearer <CALLPULSE_METRICS_TOKEN>'")
                 return
             body, content_type = exposition(broker_url)
             self.send_response(200)

@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     # Prometheus: each `callpulse worker` serves /metrics on this port (0: not at all); the API
     # serves /metrics on its own port.
     worker_metrics_port: int = Field(default=9540, ge=0, le=65535)
+    # Set it where the API's port is reachable from outside: /metrics (API and workers) then asks
+    # for `Authorization: Bearer <token>` (Prometheus: `authorization: {credentials: …}`).
+    metrics_token: str = ""
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).

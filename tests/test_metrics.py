@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import socket
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -148,3 +149,30 @@ def test_metric_names_are_the_documented_ones() -> None:
                  "callpulse_retention_deleted"):
         assert name in names, name
     assert metrics.QUEUES == ("ingest", "asr", "infer", "rules", "notify")
+
+
+def test_metrics_token_when_set(make_tenant) -> None:
+    """With CALLPULSE_METRICS_TOKEN, the API's and a worker's /metrics ask for it."""
+    from api.main import create_app
+
+    settings = get_settings().model_copy(update={"metrics_token": "s3cret-scrape"})
+    with TestClient(create_app(settings)) as guarded:
+        assert guarded.get("/metrics").status_code == 401
+        assert guarded.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = guarded.get("/metrics", headers={"Authorization": "Bearer s3cret-scrape"})
+        assert ok.status_code == 200 and "callpulse_queue_depth" in ok.text
+
+    port = _free_port()
+    server = metrics.serve(port, get_settings().broker_url, host="127.0.0.1", token="s3cret-scrape")
+    assert server is not None
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
+        assert refused.value.code == 401
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics",
+                                         headers={"Authorization": "Bearer s3cret-scrape"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            assert resp.status == 200 and b"callpulse_tasks" in resp.read()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -39,7 +39,7 @@ def _task_finished(task_id: str | None = None, task: Any = None, state: str | No
 def _serve_metrics(**_: Any) -> None:
     settings = get_settings()
     if settings.worker_metrics_port:
-        metrics.serve(settings.worker_metrics_port, settings.broker_url)
+        metrics.serve(settings.worker_metrics_port, settings.broker_url, token=settings.metrics_token)
 
 
 @worker_process_shutdown.connect
