@@ -8,7 +8,7 @@ import uuid
 from celery import Task
 
 from callpulse.settings import get_settings
-from worker.jobs import names
+from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
 from worker.jobs.retry import give_up_or_retry
@@ -19,7 +19,8 @@ from worker.stages import infer, lifecycle
 def infer_segments(self: Task, segment_ids: list[str]) -> None:
     ids = [uuid.UUID(i) for i in segment_ids]
     try:
-        enqueue(infer.infer(ids, get_settings()))
+        with lease.held("infer", lifecycle.recordings_of(ids), self.request.hostname):
+            enqueue(infer.infer(ids, get_settings()))
     except Exception as exc:
         give_up_or_retry(self, exc, names.INFER, lambda: lifecycle.recordings_of(ids), "inference")
 
@@ -31,9 +32,8 @@ def rescore_recording(self: Task, recording_id: str, force: bool = False,
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = rescore(rec_id, get_settings(), force, expected_round, rerun_rules)
+        with lease.held("rescore", [rec_id], self.request.hostname):
+            enqueue(rescore(rec_id, get_settings(), force, expected_round, rerun_rules))
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         give_up_or_retry(self, exc, names.RESCORE, lambda: [], "rescoring")
-        return
-    enqueue(followups)
