@@ -27,8 +27,7 @@ from callpulse.settings import Settings
 from db.models import Alert, Prediction, Segment
 from db.queries.alerts import alert_context
 from db.session import transaction
-from worker.jobs import names
-from worker.jobs.app import app as celery_app
+from worker.jobs import names, outbox
 from worker.notify import events
 from worker.pipeline.media import live_audio
 from worker.pipeline.speech.stream_vad import StreamSegmenter, VadNet, keeps
@@ -122,7 +121,7 @@ class LiveCall:
         to_infer = [str(seg_id) for seg_id, analyzed in stored if analyzed]
         if to_infer:
             try:
-                celery_app.send_task(INFER_TASK, args=[to_infer])
+                outbox.send(INFER_TASK, [to_infer])
             except Exception:
                 # The segments are committed; the sweep finds them once the call has ended.
                 log.warning("could not enqueue inference for live recording %s", self.recording_id,

@@ -104,8 +104,16 @@ class Settings(BaseSettings):
 
     # Operations: a recording that has not moved for this long is re-enqueued by the sweep;
     # after max_attempts re-enqueues it is failed with a reason instead of looping forever.
+    # A backstop only: work a worker holds has a lease, and a lease that stops being renewed (its
+    # worker died) is re-driven by the next sweep, long before this (docs/DESIGN.md, "Recovery").
     stuck_after_s: float = 600.0
-    sweep_interval_s: float = 120.0
+    sweep_interval_s: float = Field(default=30.0, gt=0)
+    # Leases on running work: renewed every lease_heartbeat_s while a task runs; one not renewed for
+    # lease_ttl_s belongs to a dead worker. The TTL covers a few missed heartbeats (a busy database).
+    lease_ttl_s: float = Field(default=60.0, gt=0)
+    lease_heartbeat_s: float = Field(default=15.0, gt=0)
+    # Messages the broker could not take wait in the outbox; each sweep sends at most this many.
+    outbox_batch: int = Field(default=500, ge=1)
     max_attempts: int = 5
     # Time limits per queue (seconds; worker/jobs/names.py): past it a task is stopped and records
     # a failure with the reason (a recording fails; ASR continues without words; rules and notify

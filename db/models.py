@@ -458,3 +458,8 @@ class RecordingEmotionRollup(Base):
     arousal_n: Mapped[int] = mapped_column(Integer)
     # The highest model version among the counted predictions (they normally share one).
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+
+
+# The recovery tables live in their own module on this Base; importing it here registers them with
+# the metadata everything else (Alembic's comparison, the tests' schema checks) reads.
+from db.recovery_models import OutboxMessage, WorkLease  # noqa: E402,F401

@@ -23,7 +23,9 @@ from api.main import create_app
 from api.routes import recordings as recordings_route
 from callpulse.settings import get_settings
 from db.models import ApiKey, Recording
+from db.recovery_models import OutboxMessage
 from db.session import transaction
+from worker.jobs.app import app as celery_app
 
 DEMO = Path(__file__).resolve().parents[1] / "callpulse" / "examples" / "demo_call.ogg"
 
@@ -166,13 +168,13 @@ def test_row_is_committed_before_the_task_is_sent(client: TestClient, tenant: An
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def send_task(name: str, args: list[str]) -> None:
+    def send_task(name: str, args: list[str], **_: Any) -> None:
         # What a worker would see if it took the message this instant: a separate connection.
         with transaction() as session:
             seen["row"] = session.get(Recording, uuid.UUID(args[0]))
         seen["name"] = name
 
-    monkeypatch.setattr(recordings_route.celery_app, "send_task", send_task)
+    monkeypatch.setattr(celery_app, "send_task", send_task)
     _, headers = tenant
     response = upload(client, headers, media["mono.wav"])
     assert response.status_code == 202
@@ -186,12 +188,19 @@ def test_upload_survives_a_broker_outage(client: TestClient, tenant: Any, media:
     def broker_down(*_: Any, **__: Any) -> None:
         raise BrokerError("Error 111 connecting to redis. Connection refused.")
 
-    monkeypatch.setattr(recordings_route.celery_app, "send_task", broker_down)
+    monkeypatch.setattr(celery_app, "send_task", broker_down)
     tenant_id, headers = tenant
     response = upload(client, headers, media["mono.wav"])
     assert response.status_code == 202
     [row] = recording_rows(tenant_id)
-    assert row.status == "received"  # left for the sweep to re-enqueue
+    assert row.status == "received"
+    # The ingest message waits in the outbox, sent as soon as the broker is back.
+    with transaction() as session:
+        kept = session.scalars(select(OutboxMessage)
+                               .where(OutboxMessage.task == recordings_route.INGEST_TASK)).all()
+        assert [m.args for m in kept if m.args == [str(row.id)]] == [[str(row.id)]]
+        for m in kept:
+            session.delete(m)
 
 
 # --- idempotency --------------------------------------------------------------------------------
@@ -372,7 +381,7 @@ def test_liveness_and_readiness(client: TestClient) -> None:
 
 
 def test_readiness_reports_an_unreachable_broker(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(recordings_route.celery_app.conf, "broker_url", "redis://127.0.0.1:1/0")
+    monkeypatch.setitem(celery_app.conf, "broker_url", "redis://127.0.0.1:1/0")
     ready = client.get("/readyz")
     assert ready.status_code == 503
     checks = ready.json()["checks"]

@@ -32,8 +32,7 @@ from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
 from worker import conversation
-from worker.jobs import names
-from worker.jobs.app import app as celery_app
+from worker.jobs import names, outbox
 from worker.pipeline.media import audio_store, decode
 
 log = logging.getLogger(__name__)
@@ -113,10 +112,11 @@ def _client_filename(name: str | None) -> str:
 
 def _enqueue_ingest(recording_id: uuid.UUID) -> None:
     try:
-        celery_app.send_task(INGEST_TASK, args=[str(recording_id)])
+        # Broker down: the message waits in the outbox and goes out as soon as the broker is back.
+        outbox.send(INGEST_TASK, [str(recording_id)])
     except Exception:
-        # The row is committed in status `received`; the periodic sweep re-enqueues it, so a
-        # broker outage delays the analysis but never loses the upload.
+        # Broker and database both down: the row is committed in status `received`, and the
+        # backstop sweep re-enqueues it, so the outage delays the analysis but never loses it.
         log.warning("could not enqueue ingest for recording %s; the sweep will retry", recording_id,
                     exc_info=True)
 
@@ -287,7 +287,7 @@ def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid
     force = body.force if body is not None else False
     rerun_rules = body.rerun_rules if body is not None else False
     try:
-        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0, rerun_rules])
+        outbox.send(RESCORE_TASK, [str(rec.id), force, rec.analysis_round or 0, rerun_rules])
     except Exception as exc:
         # Nothing changed yet and no sweep would pick a finished recording up: say so now.
         log.warning("could not enqueue rescoring of %s", rec.id, exc_info=True)

@@ -63,6 +63,11 @@ def make_celery() -> Celery:
 
 app = make_celery()
 
+# A sweep at once whenever a worker connects to the broker (worker/jobs/reconnect.py).
+from worker.jobs.reconnect import SweepOnConnect  # noqa: E402
+
+app.steps["consumer"].add(SweepOnConnect)
+
 # Task outcomes and durations, and the worker's /metrics server (connected on import).
 from worker.jobs import metrics  # noqa: E402,F401
 

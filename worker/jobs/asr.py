@@ -10,7 +10,7 @@ import uuid
 from celery import Task
 
 from callpulse.settings import get_settings
-from worker.jobs import names
+from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
 from worker.jobs.retry import reason, retry_unless_exhausted
@@ -24,7 +24,8 @@ def transcribe_recording(self: Task, recording_id: str) -> None:
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = asr_stage.transcribe_recording(rec_id, get_settings())
+        with lease.held("asr", [rec_id], self.request.hostname):
+            followups = asr_stage.transcribe_recording(rec_id, get_settings())
     except Exception as exc:
         retry_unless_exhausted(self, exc, names.TRANSCRIBE)
         log.exception("ASR gave up after %d retries", self.request.retries)

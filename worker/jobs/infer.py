@@ -1,5 +1,5 @@
-"""Tasks of the ``infer`` queue: the worker that runs the emotion model. Rescoring and resuming a
-stuck call are here too, because only this worker knows which model version they are about."""
+"""Tasks of the ``infer`` queue: the worker that runs the emotion model. Rescoring is here too,
+because only this worker knows which model version it targets."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 from celery import Task
 
 from callpulse.settings import get_settings
-from worker.jobs import names
+from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
 from worker.jobs.retry import give_up_or_retry
@@ -19,7 +19,8 @@ from worker.stages import infer, lifecycle
 def infer_segments(self: Task, segment_ids: list[str]) -> None:
     ids = [uuid.UUID(i) for i in segment_ids]
     try:
-        enqueue(infer.infer(ids, get_settings()))
+        with lease.held("infer", lifecycle.recordings_of(ids), self.request.hostname):
+            enqueue(infer.infer(ids, get_settings()))
     except Exception as exc:
         give_up_or_retry(self, exc, names.INFER, lambda: lifecycle.recordings_of(ids), "inference")
 
@@ -31,21 +32,19 @@ def rescore_recording(self: Task, recording_id: str, force: bool = False,
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = rescore(rec_id, get_settings(), force, expected_round, rerun_rules)
+        with lease.held("rescore", [rec_id], self.request.hostname):
+            enqueue(rescore(rec_id, get_settings(), force, expected_round, rerun_rules))
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         give_up_or_retry(self, exc, names.RESCORE, lambda: [], "rescoring")
-        return
-    enqueue(followups)
 
 
 @app.task(bind=True, **names.RESUME.options())
 def resume_recording(self: Task, recording_id: str) -> None:
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = infer.resume(rec_id, get_settings())
+        with lease.held("resume", [rec_id], self.request.hostname):
+            enqueue(infer.resume(rec_id, get_settings()))
     except Exception as exc:
         # Giving up leaves the call as it was: the next sweep hands it over again.
         give_up_or_retry(self, exc, names.RESUME, lambda: [], "resuming")
-        return
-    enqueue(followups)

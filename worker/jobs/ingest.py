@@ -10,27 +10,29 @@ import uuid
 from celery import Task
 
 from callpulse.settings import get_settings
-from worker.jobs import names
+from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
+from worker.jobs.reconnect import sweep_now
 from worker.jobs.retry import give_up_or_retry
-from worker.stages import ingest, sweep
+from worker.stages import ingest
 
 
 @app.task(bind=True, **names.INGEST.options())
 def ingest_recording(self: Task, recording_id: str) -> None:
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = ingest.ingest(rec_id, get_settings())
+        # The lease covers the follow-ups too: released only once they are published or kept.
+        with lease.held("ingest", [rec_id], self.request.hostname):
+            enqueue(ingest.ingest(rec_id, get_settings()))
     except Exception as exc:
         give_up_or_retry(self, exc, names.INGEST, lambda: [rec_id], "ingest")
-        return
-    enqueue(followups)
 
 
 @app.task(**names.SWEEP.options())
-def sweep_stuck_recordings() -> None:
-    enqueue(sweep.sweep(get_settings()))
+def sweep_stuck_recordings(reconnect: bool = False) -> None:
+    """Every sweep_interval_s from beat, and at once when a worker (re)connects to the broker."""
+    sweep_now(reconnect)
 
 
 @app.task(**names.RETENTION.options())

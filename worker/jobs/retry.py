@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import redis.exceptions
 from celery import Task
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, Reject, SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -68,9 +68,19 @@ def retry_unless_exhausted(task: Task, exc: Exception, spec: TaskSpec) -> None:
     transient = is_transient(exc)
     retries = task.request.retries
     if transient or retries < policy.max_retries:
-        raise task.retry(exc=exc, countdown=policy.countdown(retries),
-                         max_retries=policy.max_retries * policy.transient_factor if transient
-                         else policy.max_retries)
+        countdown = policy.countdown(retries)
+        try:
+            raise task.retry(exc=exc, countdown=countdown,
+                             max_retries=policy.max_retries * policy.transient_factor if transient
+                             else policy.max_retries)
+        except Reject as refused:
+            # Celery turns a retry it cannot publish (broker down) into a reject without requeue:
+            # the work would be silently dropped. Keep the retry in the outbox instead, sent when
+            # the broker is back, and end this message quietly.
+            from worker.jobs import outbox
+
+            outbox.keep(task.name, list(task.request.args or []), countdown, refused.reason)
+            raise Ignore() from exc
 
 
 def reason(exc: Exception, what: str, spec: TaskSpec) -> str:

@@ -7,7 +7,7 @@ import uuid
 
 from celery import Task
 
-from worker.jobs import names
+from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue_deliveries
 from worker.jobs.retry import retry_or_drop
@@ -16,9 +16,11 @@ from worker.stages import rules as rule_stages
 
 @app.task(bind=True, **names.EVALUATE.options())
 def evaluate_recording(self: Task, recording_id: str, final: bool = False) -> None:
+    rec_id = uuid.UUID(recording_id)
     try:
-        deliveries = rule_stages.evaluate_recording(uuid.UUID(recording_id), final)
+        # Only the final pass is leased: it publishes recording.completed, which the sweep must
+        # re-drive if this worker dies; a lost intermediate pass is redone by the final one.
+        with lease.held("rules", [rec_id] if final else [], self.request.hostname):
+            enqueue_deliveries(rule_stages.evaluate_recording(rec_id, final))
     except Exception as exc:
         retry_or_drop(self, exc, names.EVALUATE, f"rule evaluation of {recording_id}")
-        return
-    enqueue_deliveries(deliveries)

@@ -1,0 +1,174 @@
+"""Fault injection with real worker processes: the broker (a redis-server of this test's own, on
+another port, so the machine's shared Redis is never touched) goes down and comes back empty, and
+a whole worker is killed with -9 mid-task. Each call must end final, soon after the service is
+back, with its work done once (every segment predicted once). Timings are printed, not asserted
+(docs/BENCHMARKS.md, "Recovery")."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from sqlalchemy import func, select, update
+
+from db.models import Prediction, Recording, Segment, utcnow
+from db.session import transaction
+from tests.support import running_worker
+from worker.jobs import names, outbox
+from worker.jobs.reconnect import EPOCH_KEY
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+# Short leases so a kill is noticed in seconds; the mechanism is the same as production's 60 s.
+FAST = {"CALLPULSE_LEASE_TTL_S": "4", "CALLPULSE_LEASE_HEARTBEAT_S": "1", "CALLPULSE_SWEEP_INTERVAL_S": "3"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Broker:
+    """A redis-server without persistence: stopping it loses every queue, like a restart would."""
+
+    def __init__(self) -> None:
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="callpulse-broker-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", self.dir],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        import redis
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.1)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@contextmanager
+def own_broker() -> Iterator[Broker]:
+    broker = Broker()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+        shutil.rmtree(broker.dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _earlier_tests_rows_are_final() -> None:
+    # A broker that lost its queues re-drives every unfinished call in the database: calls other
+    # test modules left unfinished on purpose would only cost this test's worker time.
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.status.not_in(["done", "failed"]))
+                  .values(status="failed", error="left by an earlier test", final_event_at=utcnow()))
+
+
+def _recording(tenant_id: uuid.UUID, media: Path) -> uuid.UUID:
+    with transaction() as s:
+        rec = Recording(tenant_id=tenant_id, filename=media.name, media_uri=str(media),
+                        channel_roles={"0": "customer", "1": "agent"})
+        s.add(rec)
+        s.flush()
+        return rec.id
+
+
+def _wait_final(rec_ids: list[uuid.UUID], timeout_s: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        with transaction() as s:
+            final = s.scalar(select(func.count()).select_from(Recording).where(
+                Recording.id.in_(rec_ids), Recording.status.in_(["done", "failed"])))
+        if final == len(rec_ids):
+            return time.monotonic() - started
+        time.sleep(0.5)
+    raise AssertionError(f"not final {timeout_s} s after the service was back")
+
+
+def _assert_done_once(rec_ids: list[uuid.UUID]) -> None:
+    with transaction() as s:
+        statuses = set(s.scalars(select(Recording.status).where(Recording.id.in_(rec_ids))))
+        assert statuses == {"done"}, statuses
+        per_segment = s.execute(
+            select(Segment.id, func.count(Prediction.id)).join(Prediction, Prediction.segment_id == Segment.id,
+                                                               isouter=True)
+            .where(Segment.recording_id.in_(rec_ids), Segment.analyzed.is_(True)).group_by(Segment.id)).all()
+    assert per_segment and all(n == 1 for _, n in per_segment), per_segment
+
+
+def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
+    """kill -9 of the whole worker: its main process first, so nothing hands a message back."""
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    proc.send_signal(signal.SIGKILL)
+    for pid in children:
+        subprocess.run(["kill", "-9", pid], check=False)
+    proc.wait()
+
+
+def test_calls_survive_a_broker_that_comes_back_empty_and_a_worker_killed_mid_task(
+        make_tenant, stereo_call: Path) -> None:
+    tenant_id, _ = make_tenant(["customer"])
+    with own_broker() as broker:
+        app = Celery("faults", broker=broker.url)
+        env = {**FAST, "CALLPULSE_BROKER_URL": broker.url}
+        # 1. An upload while the broker is down: its message waits in the outbox.
+        uploaded = _recording(tenant_id, stereo_call)
+        assert outbox.send(names.INGEST.name, [str(uploaded)], app=app) is False
+        broker.start()
+        import redis
+
+        redis.Redis.from_url(broker.url).set(EPOCH_KEY, "running")  # a broker that kept its data
+        with running_worker("faults", args=("--concurrency", "1", "--beat"), env=env, ping_app=app) as worker:
+            took = _wait_final([uploaded], 180)
+            print(f"\nupload during a broker outage: final {took:.1f} s after the worker connected")
+            _assert_done_once([uploaded])
+
+            # 2. The broker restarts without persistence while calls wait in it.
+            lost = [_recording(tenant_id, stereo_call) for _ in range(2)]
+            broker.kill()
+            broker.start()  # empty: the calls' messages (never sent here) are what it lost
+            took = _wait_final(lost, 180)
+            print(f"broker restarted empty: 2 calls final {took:.1f} s after it was back")
+            _assert_done_once(lost)
+
+            # 3. kill -9 of the whole worker mid-ingest: its message stays unacked in Redis for an
+            # hour, and only the lease running out tells the sweep.
+            killed = _recording(tenant_id, stereo_call)
+            app.send_task(names.INGEST.name, args=[str(killed)])
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with transaction() as s:
+                    if s.scalar(select(Recording.status).where(Recording.id == killed)) != "received":
+                        break
+                time.sleep(0.1)
+            _kill_tree(worker)
+        with running_worker("faults", args=("--concurrency", "1", "--beat"), env=env, ping_app=app):
+            took = _wait_final([killed], 180)
+            print(f"whole worker killed mid-task: final {took:.1f} s after a new worker answered")
+            _assert_done_once([killed])

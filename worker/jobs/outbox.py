@@ -1,0 +1,84 @@
+"""Sending task messages without losing them when the broker is down. `send` publishes; if the
+broker refuses (down, restarting), the message is stored in Postgres (`outbox_message`) instead and
+`drain` sends it once the broker is back: every sweep drains, and so does the sweep a worker runs
+as soon as it reconnects to the broker (worker/jobs/reconnect.py). A follow-up is therefore never
+lost between its commit and the broker, and an upload during an outage waits seconds after the
+broker returns, not for a timeout. Free of the pipeline's imports: the API sends through it too."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from worker.jobs import names
+
+log = logging.getLogger(__name__)
+
+# Publishing gives up quickly while the broker is down (the outbox holds the message), instead of
+# kombu's default of retrying for seconds inside an API request or a task.
+_broker_down = False
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0.2, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def _app(app: Celery | None) -> Celery:
+    if app is not None:
+        return app
+    from worker.jobs.app import app as default
+
+    return default
+
+
+def send(task: str, args: list[Any], countdown: float | None = None, app: Celery | None = None) -> bool:
+    """Publish now, or keep it in the outbox. True when published. Raises only when both the broker
+    and the database are down (the caller's retry, or the lease running out, covers that)."""
+    global _broker_down
+    try:
+        _app(app).send_task(task, args=args, countdown=countdown, retry_policy=PUBLISH_RETRY)
+    except Exception as exc:
+        _broker_down = True
+        keep(task, args, countdown, exc)
+        return False
+    if _broker_down:
+        # This process (the API, say) sees the broker back: sweep now rather than on the next
+        # tick, so what it kept in the outbox meanwhile goes out at once.
+        _broker_down = False
+        try:
+            _app(app).send_task(names.SWEEP.name, kwargs={"reconnect": True}, retry_policy=PUBLISH_RETRY)
+        except Exception:
+            log.debug("could not send the reconnect sweep", exc_info=True)
+    return True
+
+
+def keep(task: str, args: list[Any], countdown: float | None, exc: BaseException | None) -> None:
+    from db.queries import recovery as q
+    from db.session import transaction
+
+    with transaction() as s:
+        q.add_message(s, task, args, countdown, f"{type(exc).__name__}: {exc}"[:500] if exc else None)
+    log.warning("broker unavailable: %s%s kept in the outbox until it is back", task, args)
+
+
+def drain(limit: int = 500, app: Celery | None = None) -> int:
+    """Send what the outbox holds, oldest first; stop at the first refusal (the broker is still
+    down). Each message is deleted in the transaction that sent it; a crash between the publish
+    and the commit sends it twice, which the idempotent stages absorb. Returns how many were sent."""
+    from db.queries import recovery as q
+    from db.session import transaction
+
+    sent = 0
+    with transaction() as s:
+        for msg in q.lock_messages(s, limit):
+            try:
+                _app(app).send_task(msg.task, args=list(msg.args), countdown=msg.countdown_s,
+                                    retry_policy=PUBLISH_RETRY)
+            except Exception as exc:
+                msg.error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("outbox: broker still unavailable, %s stays queued", msg.task)
+                break
+            s.delete(msg)
+            sent += 1
+    if sent:
+        log.warning("outbox: sent %d messages kept while the broker was unavailable", sent)
+    return sent
