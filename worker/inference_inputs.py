@@ -21,7 +21,7 @@ from db.models import Recording, Segment
 from db.queries import pipeline as q
 from db.queries.corrections import get_transcript
 from worker.pipeline import audio_store, prosody
-from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
+from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame, Word
 from worker.pipeline.transcript_index import TranscriptIndex
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Source:
     references: dict[str, dict[str, Any]]
     reference_spans: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     new_references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    language: str | None = None  # the upload's `language`, for words our ASR did not tag
 
 
 def audio_version(model: EmotionModel) -> str:
@@ -83,7 +84,8 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
     if getattr(model, "uses_speaker_reference", hasattr(model, "speaker_reference")):
         for speaker in sorted(speakers - set(references)):
             spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
-    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans)
+    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans,
+                  language=rec.language)
 
 
 def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int) -> list[
@@ -129,6 +131,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
         audio = audio_by_rec[plan.recording_id]
         if audio is None:
             continue
+        words = source.transcript.words(plan.start_s, plan.end_s, plan.channel) if source.transcript else []
         inputs.append(SegmentInput(
             key=str(plan.segment_id),
             audio=audio_store.slice_mono(audio, plan.channel, plan.start_s, plan.end_s),
@@ -139,12 +142,20 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             baseline=source.baselines.get(plan.speaker),
             acoustics=cast(Acoustics, plan.acoustics) if plan.acoustics else None,
             speaker_reference=_reference_for(source, plan),
-            words=(source.transcript.words(plan.start_s, plan.end_s, plan.channel)
-                   if source.transcript else []),
+            words=words,
+            language=_language(words, source.language),
             frames=_frames(source, plan, count) if face_frames and source.has_video else [],
         ))
         keys.append(plan.segment_id)
     return inputs, keys
+
+
+def _language(words: list[Word], uploaded: str | None) -> str | None:
+    """The language most of the segment's words were heard in, else the upload's."""
+    heard = [w.language for w in words if w.language]
+    if heard:
+        return max(set(heard), key=heard.count)
+    return uploaded.strip().lower().replace("_", "-").split("-")[0] if uploaded else None
 
 
 def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -> None:
