@@ -13,7 +13,10 @@ from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
 
+from api import rate_limit
+from api.client_ip import client_ip
 from callpulse.settings import Settings, get_settings
 from db.models import ApiKey, Tenant
 from db.queries.tenants import api_key_for, note_key_used, scope_allows
@@ -60,19 +63,34 @@ def needed_scope(request: Request) -> str:
     return "write"
 
 
+def authenticate_key(conn: HTTPConnection, session: Session, settings: Settings, key: str) -> ApiKey:
+    """The unrevoked key row for a presented key, under the rate limits: an address with too many
+    failed attempts waits (even with a valid key, so guessing gains nothing), and so does a key
+    past its requests per minute. For HTTP routes and WebSocket handshakes alike."""
+    address = client_ip(conn, settings)
+    if (wait := rate_limit.exceeded(settings, rate_limit.auth_failures(settings), address)) is not None:
+        raise rate_limit.too_many(wait, "failed authentication attempts from your address")
+    row = api_key_for(session, key)
+    if row is None:
+        rate_limit.count(settings, rate_limit.auth_failures(settings), address)
+        # One answer for unknown and revoked keys: the difference is of no use to a caller.
+        raise _unauthorized("invalid or revoked API key")
+    if (wait := rate_limit.count(settings, rate_limit.key_requests(settings), str(row.id))) is not None:
+        raise rate_limit.too_many(wait, "requests with this API key")
+    return row
+
+
 def current_api_key(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> ApiKey:
     key = api_key or (bearer.credentials if bearer is not None else None)
     if not key:
         raise _unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    row = api_key_for(session, key)
-    if row is None:
-        # One answer for unknown and revoked keys: the difference is of no use to a caller.
-        raise _unauthorized("invalid or revoked API key")
+    row = authenticate_key(request, session, settings, key)
     needed = needed_scope(request)
     if not scope_allows(row.scope, needed):
         raise HTTPException(status.HTTP_403_FORBIDDEN,

@@ -20,9 +20,13 @@ from api.routes import (
     analytics,
     dashboard,
     dashboard_alerts,
+    dashboard_calls,
     dashboard_live,
+    dashboard_rules,
+    dashboard_segments,
     health,
     keys,
+    live,
     recordings,
     rules,
     segments,
@@ -157,7 +161,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(analytics.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard_alerts.router)
+    app.include_router(dashboard_calls.router)
     app.include_router(dashboard_live.router)
+    app.include_router(dashboard_segments.router)
+    app.include_router(dashboard_rules.router)
+    # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
+    app.include_router(live.router)
+    live.redact_keys_in_logs()
     app.mount("/dashboard/static", StaticFiles(directory=STATIC_DIR), name="dashboard-static")
     app.mount(site.DOCS_ASSETS, site.docs_assets(), name="docs-assets")
     return app

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from api.schemas_quality import CorrectionOut, WordOut
+from api.schemas_quality import CorrectionOut, LastRescore, WordOut
 from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 from worker.pipeline.contracts import Word
 from worker.pipeline.transcript_index import TranscriptIndex
@@ -126,6 +126,19 @@ class RecordingDetail(RecordingSummary):
     progress: Progress
     role_counts: dict[str, RoleCountsOut] = Field(description="Segment counts per speaker role.")
     timeline_url: str
+    last_rescore: LastRescore | None = Field(None, description="What the newest POST …/rescore found, "
+                                             "e.g. that there was nothing to do")
+    media_deleted_at: datetime | None = Field(None, description="When retention removed the media "
+                                              "(the analysis stays until the data itself expires)")
+    disconnected: bool = Field(default=False, description=(
+        "A live call whose socket dropped before its stop message; what arrived was analyzed."))
+    conversation: dict[str, Any] | None = Field(default=None, description=(
+        "Conversation measures: `talk` (seconds and share of the call per role), `non_talk` (silences "
+        "over 2 s with start/end, total and share), `interruptions` (count, overtalk seconds, each with "
+        "its time, who interrupted whom), `talk_speed` (words per minute, or syllables per second "
+        "without a transcript), `loudness` (each turn in dB against its role's median turn), "
+        "`sentiment` (the customer's -5..+5 overall, per quarter of the call, and the trend). "
+        "docs/CONVERSATION.md. Null before segmentation."))
 
 
 class RecordingPage(BaseModel):

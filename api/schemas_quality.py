@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -75,7 +76,8 @@ class CorrectionOut(BaseModel):
     note: str | None
     model_label: str | None = Field(description="The model's label when the correction was made.")
     model_version: str | None
-    labeled_by: str = Field(description="Name and prefix of the API key that set the label.")
+    labeled_by: str = Field(description="Name and short id (first 8 hex digits of its id) of the API key "
+                                        "that set the label.")
     created_at: datetime
     updated_at: datetime
 
@@ -92,6 +94,21 @@ class RescoreIn(BaseModel):
     force: bool = Field(default=False, description="Also re-run segments that already have a prediction "
                         "of the current model version (e.g. after a transcript was added); it is replaced. "
                         "Predictions of other versions are always kept.")
+    rerun_rules: bool = Field(default=False, description="When there is nothing to rescore (every "
+                              "analyzable segment has a prediction of the current version), evaluate "
+                              "the call's rules again, e.g. after a rule was added; an alert is never "
+                              "fired twice for the same episode.")
+
+
+class LastRescore(BaseModel):
+    """What the newest rescore of a recording found (null until one ran)."""
+
+    at: datetime
+    model_version: str
+    outcome: Literal["rescoring", "nothing_to_do"]
+    segments: int = Field(description="Segments enqueued for the model (0 when there was nothing to do)")
+    rules_rerun: bool
+    message: str
 
 
 class RescoreAccepted(BaseModel):
@@ -99,3 +116,4 @@ class RescoreAccepted(BaseModel):
     status_url: str
     timeline_url: str
     force: bool
+    rerun_rules: bool = False

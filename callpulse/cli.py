@@ -46,6 +46,22 @@ def _csv(value: str) -> list[str]:
     return [part.strip().lower() for part in value.split(",") if part.strip()]
 
 
+def parse_roles(value: str) -> dict[int, str]:
+    """`agent,customer` (roles in channel order) or the API's `0=agent,1=customer` form."""
+    parts = [part.strip() for part in value.split(",") if part.strip()]
+    if not any("=" in part for part in parts):
+        return {i: part.lower() for i, part in enumerate(parts)}
+    roles: dict[int, str] = {}
+    for part in parts:
+        channel, sep, role = part.partition("=")
+        if not sep or not channel.strip().isdigit() or not role.strip():
+            raise ValueError(f"'{part}' is not CHANNEL=ROLE; write 'agent,customer' or '0=agent,1=customer'")
+        roles[int(channel)] = role.strip().lower()
+    if sorted(roles) != list(range(len(roles))):
+        raise ValueError(f"channels {sorted(roles)} leave a gap; name every channel from 0")
+    return roles
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
     from callpulse.local import analyze_files, format_table
     from worker.pipeline.asr import AsrUnavailable
@@ -55,7 +71,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if missing:
         print(f"callpulse analyze: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
-    channel_roles = {i: role for i, role in enumerate(_csv(args.roles))} if args.roles else {}
+    try:
+        channel_roles = parse_roles(args.roles) if args.roles else {}
+    except ValueError as exc:
+        print(f"callpulse analyze: --roles: {exc}", file=sys.stderr)
+        return 2
     transcripts: dict[Path, Path] = {}
     if args.transcript:
         if len(args.files) != 1:
@@ -92,10 +112,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from api.http_server import serve
 
-    uvicorn.run("api.main:app", host=args.host, port=args.port, workers=args.workers,
-                proxy_headers=True, log_level="info")
+    serve(args.host, args.port, args.workers)
     return 0
 
 
@@ -121,6 +140,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         argv += ["--beat", "--schedule", str(data_dir / "celerybeat-schedule")]
     app.worker_main(argv=argv)
+    return 0
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from worker.retention import apply_retention
+
+    counts = apply_retention(get_settings())
+    print(json.dumps(dataclasses.asdict(counts)))
     return 0
 
 
@@ -207,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "CALLPULSE_DATABASE_URL, by default a SQLite file under CALLPULSE_DATA_DIR.")
     p.add_argument("files", nargs="+", metavar="FILE", help="wav, mp3, m4a/aac, ogg/opus, flac, mp4, webm")
     p.add_argument("--roles", help="speaker role per channel, in channel order, e.g. 'agent,customer' "
-                   "for stereo calls; applied to files with that many channels, other files (and all "
-                   "files without --roles) get role 'unknown'")
+                   "for stereo calls, or by channel index as the API's channel_roles: '0=agent,1=customer'; "
+                   "applied to files with that many channels, other files (and all files without "
+                   "--roles) get role 'unknown'")
     p.add_argument("--analyze-roles", default="customer,unknown",
                    help="roles that get emotion inference (default: customer,unknown); others keep their "
                    "segments with the reason they were skipped")
@@ -256,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="once: re-enqueue recordings stuck in a non-final state and "
                        "republish lost completion/failure events")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("retention", help="once: delete what the tenants' retention settings expired "
+                       "(what beat does every CALLPULSE_RETENTION_INTERVAL_S); prints the counts")
+    p.set_defaults(func=cmd_retention)
 
     add_admin_commands(sub)
 

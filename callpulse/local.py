@@ -71,6 +71,7 @@ def analyze_files(
 
     progress = Progress(show_progress, len(paths))
     progress.update(0, "model", f"loading {settings.model_backend} backend")
+    load_started = time.perf_counter()
     model = runtime.emotion_model(settings)
     runtime.vad_model()
     if settings.asr_enabled and any(p not in transcripts for p in paths):
@@ -78,6 +79,9 @@ def analyze_files(
         # every file no words (AsrUnavailable reaches the CLI).
         progress.update(0, "model", "loading speech recognition")
         runtime.asr_model(settings)
+    # Said on its own: a short call's own time would otherwise look like it includes the load.
+    progress.update(0, "model", f"models loaded in {time.perf_counter() - load_started:.1f} s "
+                    f"({settings.model_backend} backend; once per run)", final=True)
 
     for n, path in enumerate(paths, start=1):
         started = time.perf_counter()
@@ -88,6 +92,7 @@ def analyze_files(
         try:
             info = decode.probe(path)
             decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+            decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)
             if len(channel_roles) == info.channels:
                 roles = {str(ch): role for ch, role in channel_roles.items()}
             words = _transcript(transcripts.get(path), info, roles)
@@ -125,10 +130,27 @@ def analyze_files(
             stages.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
         result = _result(path, rec_id)
         elapsed = time.perf_counter() - started
-        speed = (result.get("duration_s") or 0) / elapsed if elapsed > 0 else 0.0
+        # Measured: the first file of a run also pays one-time warm-ups (first feature extraction,
+        # lazily loaded models); later files of the same run show the steady speed.
+        warm = " (includes one-time warm-up)" if n == 1 else ""
         progress.update(n, path.name, f"{result['status']}: {len(result['segments'])} segments, "
-                        f"{elapsed:.1f} s ({speed:.0f}x real time)", final=True)
+                        + speed_phrase(result.get("duration_s") or 0.0, elapsed) + warm, final=True)
         yield result
+
+
+def speed_phrase(audio_s: float, elapsed_s: float) -> str:
+    """How long the analysis took against the audio's own length, in words that cannot be misread
+    ("3x real time" reads as "three times as long" to some)."""
+    took = f"{audio_s:.1f} s of audio analyzed in {elapsed_s:.1f} s"
+    if audio_s <= 0 or elapsed_s <= 0:
+        return took
+    ratio = audio_s / elapsed_s
+    if ratio >= 1:
+        return f"{took}, {ratio:.1f}× faster than real time"
+    # Short calls: decoding, voice activity and per-call setup cost about the same for 3 s as for
+    # 30 s, so the ratio says little about long calls; say so instead of printing "0x".
+    return (f"{took}, {1 / ratio:.1f}× slower than real time (fixed per-call costs dominate a call this "
+            "short; longer calls run faster than real time)")
 
 
 def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> stages.Followups:
@@ -178,8 +200,43 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes):02d}:{secs:04.1f}"
 
 
+def _summary(segments: list[dict[str, Any]], reasons: dict[str, int]) -> list[str]:
+    """The per-call block above the timeline: per role what was found, start → end, the worst
+    moment; each reason for skipping segments once (the policy sentence is long)."""
+    lines = []
+    for role in dict.fromkeys(seg["role"] for seg in segments):
+        own = [seg for seg in segments if seg["role"] == role]
+        analyzed = [seg for seg in own if seg.get("label") is not None]
+        skipped = len(own) - len(analyzed)
+        parts = [f"{len(own)} segment{'s' if len(own) != 1 else ''}"]
+        if analyzed:
+            counts: dict[str, int] = {}
+            for seg in analyzed:
+                counts[seg["label"]] = counts.get(seg["label"], 0) + 1
+            ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+            parts.append(", ".join(f"{label} {n}" for label, n in ranked))
+            parts.append(f"start {analyzed[0]['label']} → end {analyzed[-1]['label']}")
+            rated = [seg for seg in analyzed if seg.get("valence") is not None]
+            if rated:
+                worst = min(rated, key=lambda seg: seg["valence"])
+                parts.append(f"worst moment {_clock(worst['start_s'])} {worst['label']} "
+                             f"(valence {worst['valence']:+.2f})")
+            uncertain = sum(1 for seg in analyzed if seg.get("uncertain"))
+            if uncertain:
+                parts.append(f"{uncertain} uncertain")
+        if skipped:
+            marks = sorted({reasons[seg.get("skip_reason") or "pending"]
+                            for seg in own if seg.get("label") is None})
+            parts.append(f"{skipped} not analyzed " + " ".join(f"[{m}]" for m in marks))
+        lines.append(f"   {role}: " + "; ".join(parts))
+    for reason, mark in reasons.items():
+        lines.append(f"   [{mark}] {reason}")
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """A readable timeline: one line per segment, its reasons indented beneath."""
+    """A readable timeline: a summary block per call, then one line per segment, its reasons
+    indented beneath."""
     head = f"== {result['file']}"
     if result.get("duration_s"):
         head += f"  ({_clock(result['duration_s'])}, {result['status']})"
@@ -189,11 +246,19 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [head]
     if result.get("error"):
         lines.append(f"   error: {result['error']}")
-    for seg in result.get("segments", []):
+    segments = result.get("segments", [])
+    reasons: dict[str, int] = {}
+    for seg in segments:
+        if seg.get("label") is None:
+            reasons.setdefault(seg.get("skip_reason") or "pending", len(reasons) + 1)
+    if segments:
+        lines += _summary(segments, reasons)
+        lines.append("")
+    for seg in segments:
         span = f"{_clock(seg['start_s'])}–{_clock(seg['end_s'])}"
         role = f"{seg['role']:<9}"
         if seg.get("label") is None:
-            lines.append(f"  {span}  {role} —  not analyzed: {seg.get('skip_reason') or 'pending'}")
+            lines.append(f"  {span}  {role} —  not analyzed [{reasons[seg.get('skip_reason') or 'pending']}]")
             if seg.get("words"):
                 lines.append(f"      words: {' '.join(w['word'] for w in seg['words'])}")
             continue

@@ -28,6 +28,14 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     min_duration_s: float = 0.5
     max_duration_s: float = 6 * 3600.0
+    # What a recording may cost once decoded (channels x seconds x 16 kHz x 2 bytes), checked when
+    # the upload is probed (413 over it) and again while the worker decodes, which stops at it: a
+    # small compressed file of many silent channels must not become tens of GB of PCM. 2 GiB holds
+    # a 6-hour stereo call (1.38 GB).
+    max_decoded_bytes: int = Field(default=2 * 1024**3, ge=1024 * 1024)
+    # Address-space limit of each ffmpeg decoder process: a file that drives the decoder itself
+    # into allocating fails the recording with a reason instead of taking the worker's memory.
+    decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
 
     # Segmentation (silero-vad over 16 kHz audio).
     sample_rate: int = 16_000
@@ -92,6 +100,11 @@ class Settings(BaseSettings):
     stuck_after_s: float = 600.0
     sweep_interval_s: float = 120.0
     max_attempts: int = 5
+    # Retention (per tenant: `callpulse tenants update --media-retention-days/--data-retention-days`):
+    # how often beat deletes what expired, and at most how many recordings per tenant and kind a
+    # pass deletes (a first pass over years of calls spreads over several).
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch: int = Field(default=500, ge=1, le=100_000)
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).
@@ -122,6 +135,60 @@ class Settings(BaseSettings):
     session_cookie_secure: bool = False
     # How often the alerts feed (server-sent events) looks for new alerts of the tenant.
     dashboard_alert_poll_s: float = 1.0
+    # Dashboard forms are accepted only from our own pages (docs/SECURITY.md): the request's Host,
+    # plus these origins ("https://callpulse.example.com"), for a proxy that rewrites Host.
+    dashboard_origins: Annotated[list[str], NoDecode] = []
+
+    # --- Network and abuse limits (docs/SECURITY.md) ---
+    # Reverse proxies (addresses or CIDRs, comma list) whose X-Forwarded-For / X-Forwarded-Host
+    # are believed; from anyone else those headers are ignored. Empty: nobody's.
+    trusted_proxies: Annotated[list[str], NoDecode] = []
+    # Rate limits (counted in Redis: rate_limit_url, default the broker). 0 turns one off. Over a
+    # limit the API answers 429 with Retry-After. Failed authentications (API or dashboard login)
+    # per client address in auth_failure_window_s; past the limit even a valid key waits.
+    auth_failures_per_ip: int = Field(default=20, ge=0)
+    auth_failure_window_s: float = Field(default=300.0, gt=0)
+    # Dashboard login attempts per client address (any outcome) in auth_failure_window_s.
+    login_attempts_per_ip: int = Field(default=30, ge=0)
+    # Requests per API key per minute.
+    api_requests_per_key_per_minute: int = Field(default=1200, ge=0)
+    # Webhook redelivery: per tenant per minute, and at most one per delivery in this interval.
+    webhook_redeliveries_per_minute: int = Field(default=30, ge=0)
+    webhook_redeliver_interval_s: float = Field(default=30.0, gt=0)
+    rate_limit_url: str = ""
+    # Request line plus headers, in bytes: more is refused with 431 before it is parsed
+    # (`callpulse api`), so one request cannot keep the server parsing megabytes of headers.
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096)
+
+    @field_validator("dashboard_origins", "trusted_proxies", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        from ipaddress import ip_network
+
+        for entry in value:
+            ip_network(entry, strict=False)  # ValueError names the bad entry at startup
+        return value
+
+    # --- Live calls over WebSockets (/v1/live, /v1/live/twilio) ---
+    # Streams one tenant may have open at once; the next one is refused (close code 4429).
+    live_max_streams_per_tenant: int = Field(default=20, ge=1)
+    # Longest call a stream may carry (seconds of audio); past it the stream ends (close code 4413).
+    live_max_duration_s: float = Field(default=4 * 3600.0, gt=0)
+    # After the stop message, how long the socket waits for the last segments' analysis before
+    # sending `stopped` anyway (the recording still finishes; GET /v1/recordings/{id} shows it).
+    live_stop_wait_s: float = Field(default=120.0, ge=0)
+    # How often a stream looks for newly analyzed segments and alerts to push to its client.
+    live_poll_s: float = Field(default=0.2, gt=0)
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod
@@ -138,6 +205,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / 'callpulse.db'}"
+
+    @property
+    def resolved_rate_limit_url(self) -> str:
+        return self.rate_limit_url or self.broker_url
 
     @property
     def resolved_media_dir(self) -> Path:

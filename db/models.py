@@ -49,6 +49,8 @@ class Base(DeclarativeBase):
 
 class RecordingStatus(enum.StrEnum):
     received = "received"
+    # A call still streaming in over /v1/live: segments are analyzed as they close.
+    live = "live"
     decoding = "decoding"
     segmented = "segmented"
     analyzing = "analyzing"
@@ -98,6 +100,22 @@ class ApiKey(Base):
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 
 
+class DashboardSession(Base):
+    """A supervisor's dashboard login. The cookie carries a random token; only its SHA-256 is the
+    row's id, so reading this table does not hand out live sessions. Logout deletes the row, and so
+    does revoking the key it was opened with; an expired row is refused and swept at the next login."""
+
+    __tablename__ = "dashboard_session"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenant.id", ondelete="CASCADE"), index=True)
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_key.id", ondelete="CASCADE"), index=True)
+    # Every state-changing dashboard form must echo this (synchronizer token, bound to the session).
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
 class Recording(Base):
     __tablename__ = "recording"
     __table_args__ = (
@@ -138,6 +156,10 @@ class Recording(Base):
     speaker_references: Mapped[dict[str, Any]] = mapped_column(JSONType, server_default="{}")
     # 0 for the first analysis, +1 per rescore: a rescored call's recording.completed is a new event.
     analysis_round: Mapped[int] = mapped_column(Integer, server_default="0")
+    # A live call whose socket dropped before its stop message (what arrived is still analyzed).
+    disconnected: Mapped[bool] = mapped_column(Boolean, server_default=sa_false())
+    # Conversation measures (worker/conversation.py), written when the recording becomes done.
+    conversation: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     # Set when retention removed the media; the analysis stays until the data itself expires.
     media_deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # What the last rescore found ({"at", "model_version", "outcome", "segments", "rules_rerun"}),
@@ -222,7 +244,7 @@ class SegmentLabel(Base):
     # What the model said when the supervisor corrected it (its newest prediction then).
     model_label: Mapped[str | None] = mapped_column(String(32), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
-    labeled_by: Mapped[str] = mapped_column(String(200))  # the API key's name and prefix
+    labeled_by: Mapped[str] = mapped_column(String(200))  # the API key's name and short id
     api_key_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("api_key.id", ondelete="SET NULL"),
                                                          nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -22,6 +22,12 @@ os.environ["CALLPULSE_DATABASE_URL"] = TEST_URL
 os.environ["CALLPULSE_BROKER_URL"] = TEST_BROKER
 os.environ["CALLPULSE_MEDIA_DIR"] = str(MEDIA_DIR)
 os.environ["CALLPULSE_DATA_DIR"] = str(MEDIA_DIR.parent / "callpulse-data")
+# Many tests present wrong keys on purpose, all from the same test client address: the rate limits
+# are tested with their own settings (tests/test_web_limits.py), everything else runs without them.
+os.environ.setdefault("CALLPULSE_AUTH_FAILURES_PER_IP", "0")
+os.environ.setdefault("CALLPULSE_LOGIN_ATTEMPTS_PER_IP", "0")
+os.environ.setdefault("CALLPULSE_API_REQUESTS_PER_KEY_PER_MINUTE", "0")
+os.environ.setdefault("CALLPULSE_WEBHOOK_REDELIVERIES_PER_MINUTE", "0")
 # The product transcribes every call by default; the pipeline, API and rules tests are about other
 # stages, so they run without it (seconds instead of minutes). tests/test_asr_bundled.py runs the
 # default itself (the variable removed) and the ASR tests turn it on where they need it.

@@ -4,8 +4,10 @@ also get their emotion rollup, written by the same function the pipeline calls o
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from db.models import Prediction, Recording, RecordingStatus, Segment
 from db.queries.analytics import write_emotion_rollup
@@ -53,6 +55,23 @@ def rescore_last_customer_segment(rec_id: uuid.UUID, label: str, valence: float)
         rec = s.get(Recording, rec_id)
         if rec is not None and rec.status == RecordingStatus.done.value:
             write_emotion_rollup(s, rec_id)  # a re-analysis finishing would rewrite the rollup too
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]*)"')
+
+
+def csrf_token(html: str) -> str:
+    """The hidden CSRF field a dashboard page rendered into its forms."""
+    found = CSRF_FIELD.search(html)
+    assert found is not None and found.group(1), "page without a CSRF field"
+    return found.group(1)
+
+
+def login_form_token(client: Any) -> str:
+    """Open the login form as a browser would (it sets the pre-session cookie); its token."""
+    page = client.get("/dashboard/login")
+    assert page.status_code == 200, page.text
+    return csrf_token(page.text)
 
 
 def store_alert(tenant_id: uuid.UUID, rec_id: uuid.UUID, rule_name: str = "Angry customer",

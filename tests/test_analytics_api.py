@@ -134,3 +134,27 @@ def test_default_range_is_the_last_30_days(client: TestClient, make_tenant) -> N
     store_call(tenant_id, datetime.now(UTC), {}, [("customer", "happy", 2.0, 0.5)])
     groups = _get(client, key, "/v1/analytics/emotions?group_by=queue")["groups"]
     assert [(g["key"], g["calls"]) for g in groups] == [("(none)", 1)]
+
+
+def test_overview_and_api_share_one_default_period(client: TestClient, make_tenant) -> None:
+    """A call 20 days old is in both defaults, one 40 days old in neither; the page names the same
+    first and last day as the API's default range."""
+    from datetime import timedelta
+
+    tenant_id, key = make_tenant()
+    now = datetime.now(UTC)
+    store_call(tenant_id, now - timedelta(days=20), {}, [("customer", "happy", 2.0, 0.5)])
+    store_call(tenant_id, now - timedelta(days=40), {}, [("customer", "sad", 2.0, -0.5)])
+    api = _get(client, key, "/v1/analytics/emotions?group_by=queue")
+    assert [g["calls"] for g in api["groups"]] == [1]
+    first_day = (now - timedelta(days=29)).date().isoformat()
+    tomorrow = (now + timedelta(days=1)).date().isoformat()
+    assert api["from"].startswith(first_day) and api["to"].startswith(tomorrow)
+
+    from tests.dashboard_fixtures import login_form_token
+
+    login = client.post("/dashboard/login", data={"api_key": key, "csrf_token": login_form_token(client)},
+                        follow_redirects=False)
+    assert login.status_code == 303, login.text
+    page = client.get("/dashboard").text
+    assert f"Finished calls created {first_day} to {now.date().isoformat()} (UTC): 1." in page

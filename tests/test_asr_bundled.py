@@ -174,3 +174,28 @@ def test_cli_refuses_a_corrupt_model_with_its_reason(tmp_path: Path, data_dir: P
     run = _cli(tmp_path, "--quiet", data_dir=tmp_path / "data")
     assert run.returncode == 2
     assert "corrupt" in run.stderr and whisper_ct2.BUNDLED_SHA256 in run.stderr and "--no-asr" in run.stderr
+
+
+def test_long_channels_are_transcribed_in_stretches_with_the_same_words(
+        model: whisper_ct2.Ct2Asr, call: tuple[DecodedAudio, list[asr.Span]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A channel is converted to float32 one stretch at a time (never a 6-hour channel at once);
+    cutting the call into stretches changes neither the words nor their absolute times."""
+    from worker import runtime
+
+    one, _ = call
+    twice = np.concatenate([one.samples, one.samples], axis=1)
+    audio = DecodedAudio(twice, 16_000, twice.shape[1] / 16_000)
+    speech = [asr.Span(s.channel, s.start_s, s.end_s) for s in segment.run(
+        runtime.vad_model(), audio, ROLES, segment.SegmentationConfig()) if s.channel == 1]
+    whole = model.transcribe(audio, ROLES, speech=speech, batch_size=4, language="en")
+    monkeypatch.setattr(whisper_ct2, "STRETCH_S", 12.0)
+    assert len(whisper_ct2._stretches(asr.plan_windows(speech, audio.duration_s))) > 1
+    pieces = model.transcribe(audio, ROLES, speech=speech, batch_size=4, language="en")
+
+    def words(rows: list[dict]) -> list[tuple[int, str, float]]:
+        return [(r["channel"], w[2], w[0]) for r in rows for w in r["words"]]
+
+    got, want = words(pieces), words(whole)
+    assert [(c, t) for c, t, _ in got] == [(c, t) for c, t, _ in want]
+    assert max(abs(a[2] - b[2]) for a, b in zip(got, want, strict=True)) < 0.05

@@ -32,7 +32,11 @@ def test_label_is_kept_beside_the_prediction_with_who_and_when(client, make_tena
     # Synonyms map onto the canonical label; the model's answer at that moment is kept beside it.
     assert body["label"] == "angry"
     assert body["model_label"] == "neutral" and body["model_version"] == "1"
-    assert body["labeled_by"] == f"test ({key[:12]}…)"
+    # Who: the key's name and the start of its public id, never characters of the secret.
+    with transaction() as s:
+        key_id = s.scalar(select(ApiKey.id).where(ApiKey.tenant_id == tenant_id))
+    assert key_id is not None and body["labeled_by"] == f"test (key {key_id.hex[:8]})"
+    assert key[4:12] not in body["labeled_by"]
     assert body["created_at"] and body["updated_at"]
 
     segment = client.get(f"/v1/segments/{seg_ids[0]}", headers=auth(key)).json()

@@ -1,8 +1,8 @@
 """The dashboard in a real browser: headless Chromium (Playwright) against a real API server
 (uvicorn, subprocess) and a real Celery worker. Log in, upload the example call through the page,
-watch it finish, seek the audio from an evidence item and from the chart, see an alert arrive live
-in the feed and follow it to its moment; another tenant's call answers 404. Screenshots of every
-page at 1280×800 and at tablet width land in test-artifacts/."""
+watch it appear and finish in an open calls list, seek the audio from an evidence item and from the
+chart, see an alert arrive live in the feed and follow it to its moment; another tenant's call
+answers 404. Screenshots of every page at 1280×800 and at tablet width land in test-artifacts/."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     feed.goto(f"{server}/dashboard/alerts")
     bf.sync_api.expect(feed.locator("#feed-state")).to_have_text(re.compile(r"^Live"), timeout=15_000)
     assert feed.locator("#alert-feed [data-alert-id]").count() == 0
+    # A calls list already open (searching this agent) and a search that the call will not match.
+    calls = context.new_page()
+    calls.goto(f"{server}/dashboard/recordings?agent=agent-7")
+    other_search = context.new_page()
+    other_search.goto(f"{server}/dashboard/recordings?agent=someone-else")
+    assert calls.locator("#calls tbody tr").count() == 0 and calls.locator("#calls-empty").is_visible()
 
     # Upload through the page's form; it lands on the call's page while the call is analyzed.
     page.get_by_text("Upload a call").click()
@@ -44,13 +50,15 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     rec_id = page.url.rsplit("/", 1)[-1]
     uuid.UUID(rec_id)
 
-    calls = context.new_page()
-    calls.goto(f"{server}/dashboard/recordings")
+    # The new call appears in the open list without a reload, then its row updates itself (polled
+    # JSON) until the call is final; the call page reloads itself.
     row = calls.locator(f"tr[data-id='{rec_id}']")
-    # The row updates itself (polled JSON) until the call is final; the call page reloads itself.
+    row.wait_for(timeout=15_000)
+    assert calls.locator("#calls-empty").is_hidden()
     row.and_(calls.locator("[data-final='true']")).wait_for(timeout=120_000)
+    assert other_search.locator("#calls tbody tr").count() == 0
     assert "done" in row.locator("[data-cell='status']").inner_text()
-    page.locator(".evidence-item").first.wait_for(timeout=30_000)
+    page.locator(".evidence-item").first.wait_for(state="attached", timeout=30_000)
     assert page.locator("#call-status .status").inner_text() == "done"
 
     # The alert arrives in the open feed without a reload (pushed over server-sent events).
@@ -58,8 +66,13 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     item.wait_for(timeout=30_000)
     assert "Customer spoke" in item.inner_text()
 
-    # An evidence item seeks the player to its moment (media served with Range support).
-    evidence = page.locator(".evidence-item").last
+    # Evidence is folded under each segment's one-line reason, the model's internals further away.
+    folded = page.locator("details.evidence-details").last
+    evidence = folded.locator(".evidence-item").last
+    assert not evidence.is_visible() and page.locator("details.internals").first.is_visible()
+    assert "classifier" not in page.locator("ol.segments").inner_text()
+    # An opened evidence item seeks the player to its moment (media served with Range support).
+    folded.locator("summary").click()
     evidence_at = float(evidence.get_attribute("data-seek") or "nan")
     assert evidence_at > 1.0
     evidence.click()

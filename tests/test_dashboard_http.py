@@ -13,11 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from api.dashboard_auth import COOKIE_NAME, DashboardSession, decode_session, encode_session
+from api.dashboard_auth import COOKIE_NAME
+from api.signing import session_secret, sign_token, unsign_token
+from callpulse.settings import get_settings
 from db.models import ApiKey, Prediction, Recording, Segment
 from db.queries.corrections import put_transcript, set_label
 from db.session import transaction
-from tests.dashboard_fixtures import store_call
+from tests.dashboard_fixtures import csrf_token, login_form_token, store_call
 from worker.pipeline.transcript import parse_transcript, to_rows
 
 
@@ -30,18 +32,22 @@ def client() -> Iterator[TestClient]:
 
 
 def _login(client: TestClient, key: str) -> None:
-    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/recordings"})
+    token = login_form_token(client)
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/recordings",
+                                                 "csrf_token": token})
     assert resp.status_code == 303 and resp.headers["location"] == "/dashboard/recordings", resp.text
 
 
-def test_login_sets_a_signed_httponly_cookie_without_the_key(client: TestClient, make_tenant) -> None:
+def test_login_sets_an_httponly_session_cookie_without_the_key(client: TestClient, make_tenant) -> None:
     _, key = make_tenant()
     assert client.get("/dashboard/recordings").status_code == 303  # not logged in: to the login form
     assert client.get("/dashboard/recordings").headers["location"].startswith("/dashboard/login?next=")
-    bad = client.post("/dashboard/login", data={"api_key": "cpk_wrong"})
+    token = login_form_token(client)
+    bad = client.post("/dashboard/login", data={"api_key": "cpk_wrong", "csrf_token": token})
     assert bad.status_code == 401 and "not valid" in bad.text
 
-    resp = client.post("/dashboard/login", data={"api_key": key, "next": "https://evil.example/"})
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "https://evil.example/",
+                                                 "csrf_token": token})
     assert resp.status_code == 303 and resp.headers["location"] == "/dashboard"  # no open redirect
     cookie = resp.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/dashboard" in cookie
@@ -52,26 +58,25 @@ def test_login_sets_a_signed_httponly_cookie_without_the_key(client: TestClient,
     assert client.get("/dashboard").status_code == 200
     assert client.get("/dashboard/alerts").status_code == 200
 
-    out = client.post("/dashboard/logout")
+    out = client.post("/dashboard/logout", data={"csrf_token": csrf_token(page.text)})
     assert out.status_code == 303 and COOKIE_NAME in out.headers["set-cookie"]
     assert client.get("/dashboard/recordings").status_code == 303
 
 
-def test_forged_expired_and_revoked_sessions_are_refused(client: TestClient, make_tenant) -> None:
+def test_forged_and_revoked_sessions_are_refused(client: TestClient, make_tenant) -> None:
     tenant_id, key = make_tenant()
     _login(client, key)
-    payload, _, signature = client.cookies[COOKIE_NAME].partition(".")
-    other_id, _ = make_tenant()
-    forged = encode_session(DashboardSession(other_id, "0" * 64, 2**40), b"guessed secret")
-    for value in (forged, f"{payload}.{signature[:-2]}xx", "garbage"):
+    valid = client.cookies[COOKIE_NAME]
+    token, _, signature = valid.rpartition(".")
+    forged = sign_token(token, b"guessed secret")
+    unknown = sign_token("a" * 43, session_secret(get_settings()))  # signed by us, but no such session
+    for value in (forged, f"{token}.{signature[:-2]}xx", "garbage", unknown):
         client.cookies.set(COOKIE_NAME, value, path="/dashboard")
         assert client.get("/dashboard/recordings").status_code == 303
         assert client.get("/dashboard/live/recordings", params={"ids": str(uuid.uuid4())}).status_code == 401
-    assert decode_session(f"{payload}.{signature}", b"x") is None
-    expired = encode_session(DashboardSession(tenant_id, "0" * 64, 1), b"s")
-    assert decode_session(expired, b"s") is None
+    assert unsign_token(valid, b"x") is None
 
-    client.cookies.set(COOKIE_NAME, f"{payload}.{signature}", path="/dashboard")
+    client.cookies.set(COOKIE_NAME, valid, path="/dashboard")
     assert client.get("/dashboard/recordings").status_code == 200
     with transaction() as s:
         s.execute(update(ApiKey).where(ApiKey.tenant_id == tenant_id).values(revoked_at=datetime.now(UTC)))

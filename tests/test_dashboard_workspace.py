@@ -1,6 +1,7 @@
 """The supervisor workspace in a real browser (Chromium through Playwright, a real `callpulse api`):
-acknowledging and resolving alerts with a note from the feed and from the call page, `/docs`
-rendering with every request outside this host blocked, `/` leading to the dashboard.
+acknowledging and resolving alerts with a note from the feed and from the call page, correcting a
+segment's label in place, `/docs` rendering with every request outside this host blocked, `/`
+leading to the dashboard.
 Screenshots at 1280×800 and tablet width go to test-artifacts/."""
 
 from __future__ import annotations
@@ -86,4 +87,94 @@ def test_acknowledge_and_resolve_an_alert_with_notes(server: str, browser, make_
     page.goto(f"{server}/dashboard/alerts?state=resolved")
     expect(page.locator("#alert-feed [data-alert-id]")).to_have_count(1)
     expect(page.locator(f"#alert-{first}")).to_contain_text("refund issued")
+    context.close()
+
+
+def _boxes(page, *selectors: str) -> list[dict[str, float]]:
+    boxes = [page.locator(sel).bounding_box() for sel in selectors]
+    assert all(boxes), selectors
+    return boxes  # type: ignore[return-value]
+
+
+def test_correct_a_segment_label_in_place(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {"agent": "ann"},
+                        [("agent", None, 2.0, None), ("customer", "neutral", 4.0, 0.1),
+                         ("agent", None, 2.0, None), ("customer", "sad", 4.0, -0.5)])
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, f"/dashboard/recordings/{rec_id}")
+    # Summary first; only the customer is charted, the agent's chart is replaced by one line.
+    expect(page.locator("[data-cell='sentiment']")).to_contain_text("neutral")
+    expect(page.locator("[data-cell='sentiment']")).to_contain_text("worsened")
+    expect(page.locator("svg.timeline-svg")).to_have_count(1)
+    expect(page.locator(".not-analyzed[data-role='agent']")).to_be_visible()
+    legend, chart = _boxes(page, ".legend.side", "svg.timeline-svg")
+    assert legend["x"] >= chart["x"] + chart["width"] - 1  # beside, not below
+
+    segment = page.locator("#seg-3")
+    segment.get_by_text("Correct the label").click()
+    segment.get_by_label("True label").select_option("angry")
+    segment.get_by_label("Note (optional)").fill("raised voice")
+    segment.get_by_role("button", name="Save label").click()
+    # Re-rendered in place: the correction with who and when, the page not reloaded.
+    expect(segment.locator("[data-cell='correction']")).to_have_text("supervisor: angry")
+    expect(segment.locator("[data-cell='corrected-by']")).to_contain_text("by test (")
+    expect(segment.locator("[data-cell='corrected-by']")).to_contain_text("raised voice")
+    when = segment.locator("[data-cell='corrected-by'] time")
+    expect(when).to_have_attribute("datetime", re.compile(r"^20\d\d-"))
+    bf.shoot(page, "call-corrected")
+    # A refused label is explained beside the form, not a lost page.
+    segment.get_by_text("Change the correction").click()
+    # A label the form does not offer (a stale page, a hand-made request): the API's reason.
+    stale = "(s) => { s.options[0].value = 'purple'; s.value = 'purple'; }"
+    segment.get_by_label("True label").evaluate(stale)
+    segment.get_by_role("button", name="Save label").click()
+    expect(segment.get_by_role("alert")).to_contain_text("unknown label")
+
+    page.set_viewport_size({"width": 800, "height": 1100})
+    legend, chart = _boxes(page, ".legend.side", "svg.timeline-svg")
+    assert legend["y"] >= chart["y"] + chart["height"] - 1  # tablet: below the chart
+    context.close()
+
+
+def test_write_a_rule_fix_its_error_backtest_and_save(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant(["customer"])
+    angry = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "angry", 4.0, -0.6)])
+    store_call(tenant_id, datetime.now(UTC), {}, [("customer", "happy", 4.0, 0.6)])
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, "/dashboard/rules")
+    page.get_by_role("link", name="New rule").click()
+    page.get_by_label("Name").fill("Angry customer")
+    definition = page.get_by_label("Definition (YAML or JSON)")
+    definition.fill("severity: high\nwhen:\n  label: furious\n")
+    page.get_by_role("button", name="Create rule").click()
+    # The API's validation message, next to the field, with the text as typed.
+    errors = page.locator("#definition-errors")
+    expect(errors).to_contain_text("when.label")
+    expect(definition).to_have_attribute("aria-invalid", "true")
+    expect(definition).to_have_value(re.compile("furious"))
+    bf.shoot(page, "rule-error")
+
+    definition.fill("severity: high\nwhen:\n  label: angry\n")
+    page.get_by_role("button", name="Backtest").click()
+    expect(page.locator(".backtest-summary")).to_contain_text("Would fire 1 time on 1 of 2 calls")
+    expect(page.locator(f".firings a[href^='/dashboard/recordings/{angry}#t=']")).to_be_visible()
+    expect(page.locator("#definition-errors")).to_have_count(0)
+    bf.shoot(page, "rule-backtest")
+
+    page.get_by_role("button", name="Create rule").click()
+    expect(page.get_by_role("status").filter(has_text="Saved")).to_contain_text("version 1 is live")
+    definition.fill("severity: critical\nwhen:\n  label: angry\ncooldown_s: 60\n")
+    page.get_by_role("button", name="Save as a new version").click()
+    expect(page.get_by_role("status").filter(has_text="Saved")).to_contain_text("version 2 is live")
+    expect(page.locator(".versions > li")).to_have_count(2)
+
+    page.get_by_role("link", name="← All rules").click()
+    row = page.locator("#rules tbody tr", has_text="Angry customer")
+    expect(row.locator("[data-cell='state']")).to_contain_text("enabled")
+    row.get_by_role("button", name="Disable Angry customer").click()
+    expect(row.locator("[data-cell='state']")).to_contain_text("disabled")
+    bf.shoot(page, "rules")
     context.close()

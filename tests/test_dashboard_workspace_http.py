@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from db.models import Alert
 from db.session import transaction
-from tests.dashboard_fixtures import store_alert, store_call
+from tests.dashboard_fixtures import csrf_token, login_form_token, store_alert, store_call
 
 
 @pytest.fixture
@@ -26,8 +26,11 @@ def client() -> Iterator[TestClient]:
 
 
 def _login(client: TestClient, key: str) -> None:
-    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/alerts"})
+    resp = client.post("/dashboard/login", data={"api_key": key, "next": "/dashboard/alerts",
+                                                 "csrf_token": login_form_token(client)})
     assert resp.status_code == 303, resp.text
+    # Every later form carries the session's token, as the pages' forms and script do.
+    client.headers["X-CSRF-Token"] = csrf_token(client.get("/dashboard/alerts").text)
 
 
 def _alert(alert_id: uuid.UUID) -> Alert:
@@ -172,3 +175,197 @@ def test_read_only_key_sees_no_write_actions_and_cannot_post(client: TestClient,
     refused = client.post(f"/dashboard/alerts/{alert_id}/resolve", data={"note": "x"})
     assert refused.status_code == 403 and "read-only" in refused.text
     assert _alert(alert_id).state == "open"
+
+
+def _segment_ids(rec_id: uuid.UUID) -> dict[str, uuid.UUID]:
+    from sqlalchemy import select
+
+    from db.models import Segment
+
+    with transaction() as s:
+        return {role: sid for role, sid in s.execute(
+            select(Segment.role, Segment.id).where(Segment.recording_id == rec_id))}
+
+
+def test_call_page_summary_first_and_internals_folded(client: TestClient, make_tenant) -> None:
+    from sqlalchemy import update
+
+    from db.models import Prediction
+
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {"agent": "ann"},
+                        [("agent", None, 2.0, None), ("customer", "neutral", 4.0, 0.1),
+                         ("agent", None, 2.0, None), ("customer", "angry", 4.0, -0.7)])
+    with transaction() as s:
+        s.execute(update(Prediction).values(
+            reasoning=[{"start_s": 3.0, "end_s": 7.0, "modality": "audio", "cue": "classifier",
+                        "value": 0.621, "text": "Voice classifier: angry 0.62 (raw: frustration)"},
+                       {"start_s": 4.0, "end_s": 4.5, "modality": "audio", "cue": "pitch", "value": 35.0,
+                        "text": "Pitch 35% above this speaker's call baseline"}],
+            reasoning_text="Customer, 0:03.0–0:07.0: voice 35% higher at 0:04.0 than their own baseline; "
+                           "→ angry 0.90, uncertain: no"))
+    _login(client, key)
+    text = client.get(f"/dashboard/recordings/{rec_id}").text
+    # The summary comes before the player and the timeline.
+    assert text.index('id="summary-h"') < text.index('id="player"') < text.index('id="timeline-h"')
+    sentiment = text.split('data-cell="sentiment">')[1].split("</dd>")[0]
+    assert "neutral +0.10" in sentiment and "angry −0.70" in sentiment and "worsened" in sentiment
+    assert "Talk:" in text and "customer 67%" in text and "2 turns" in text
+    # Only the customer has a chart; the agent's policy is said once instead.
+    assert text.count('class="timeline-svg"') == 1 and 'aria-label="customer emotion over time"' in text
+    assert text.count('data-role="agent"') == 1 and "Agent</strong>: no emotion chart. policy" in text
+    # The legend sits beside the chart, inside the same block.
+    legend = text.index('class="legend side"')
+    assert text.index('class="timeline-wrap"') < legend < text.index('id="segments-h"')
+    # One readable reason per segment; the classifier's internals only inside "Model details".
+    assert "Voice 35% higher at 0:04.0 than their own baseline" in text
+    before_details = text.split('<details class="internals">')[0]
+    assert "classifier" not in before_details and "raw: frustration" not in before_details
+    assert "0.621" not in before_details
+    details = text.split('<details class="internals">')[1].split("</details>")[0]
+    assert "classifier: 0.621" in details and "raw: frustration" in details
+    assert '<details class="evidence-details">' in text  # closed until opened
+
+
+def test_correct_a_label_from_the_call_page(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "neutral", 4.0, 0.1)])
+    seg = _segment_ids(rec_id)
+    _login(client, key)
+    page = client.get(f"/dashboard/recordings/{rec_id}").text
+    assert f'action="/dashboard/segments/{seg["customer"]}/label"' in page
+    assert f'action="/dashboard/segments/{seg["agent"]}/label"' not in page  # policy: no emotion data
+
+    saved = client.post(f"/dashboard/segments/{seg['customer']}/label",
+                        data={"label": "angry", "note": "shouting at 0:05",
+                              "next": f"/dashboard/recordings/{rec_id}"})
+    assert saved.status_code == 303 and saved.headers["location"] == f"/dashboard/recordings/{rec_id}#seg-1"
+    # The API sees the very same correction, with who set it.
+    api = client.get(f"/v1/segments/{seg['customer']}", headers={"X-API-Key": key}).json()
+    assert api["correction"]["label"] == "angry" and api["correction"]["note"] == "shouting at 0:05"
+    assert api["correction"]["labeled_by"].startswith("test (")
+
+    item = client.post(f"/dashboard/segments/{seg['customer']}/label", data={"label": "sad"},
+                       headers={"X-Dashboard-Fragment": "segment"})
+    assert item.status_code == 200 and item.text.lstrip().startswith("<li")
+    assert "supervisor: sad" in item.text and 'data-cell="corrected-by">by test (' in item.text
+    assert "Remove correction" in item.text
+
+    bad = client.post(f"/dashboard/segments/{seg['customer']}/label", data={"label": "purple"})
+    assert bad.status_code == 422 and "unknown label" in bad.text
+    policy = client.post(f"/dashboard/segments/{seg['agent']}/label", data={"label": "angry"})
+    assert policy.status_code == 409 and "policy" in policy.text
+
+    removed = client.post(f"/dashboard/segments/{seg['customer']}/label/delete", data={},
+                          headers={"X-Dashboard-Fragment": "segment"})
+    assert removed.status_code == 200 and "supervisor:" not in removed.text
+    after = client.get(f"/v1/segments/{seg['customer']}", headers={"X-API-Key": key}).json()
+    assert after["correction"] is None
+
+
+def test_another_tenants_segment_cannot_be_corrected(client: TestClient, make_tenant) -> None:
+    owner, _ = make_tenant()
+    rec_id = store_call(owner, datetime.now(UTC), {}, [("customer", "neutral", 4.0, 0.1)])
+    seg = _segment_ids(rec_id)["customer"]
+    _, intruder = make_tenant()
+    _login(client, intruder)
+    resp = client.post(f"/dashboard/segments/{seg}/label", data={"label": "angry"})
+    assert resp.status_code == 404 and "segment not found" in resp.text
+    assert client.post(f"/dashboard/segments/{seg}/label/delete", data={}).status_code == 404
+    from db.models import SegmentLabel
+
+    with transaction() as s:
+        assert s.get(SegmentLabel, seg) is None
+
+
+def test_calls_search_by_call_id_and_words(client: TestClient, make_tenant) -> None:
+    import json
+
+    from sqlalchemy import update
+
+    from db.models import Recording
+    from db.queries.corrections import put_transcript
+    from worker.pipeline.transcript import parse_transcript, to_rows
+
+    tenant_id, key = make_tenant()
+    now = datetime.now(UTC)
+    calls = {name: store_call(tenant_id, now, {}, [("customer", "neutral", 3.0, 0.0)])
+             for name in ("CRM-4711", "crm-4712", "crm-5000", "100%_off")}
+    with transaction() as s:
+        for name, rec_id in calls.items():
+            s.execute(update(Recording).where(Recording.id == rec_id).values(external_id=name))
+        put_transcript(s, calls["crm-4712"], "json", to_rows(parse_transcript(json.dumps({"utterances": [
+            {"start": 0.5, "end": 2.5, "text": "I want a Refund for this bill", "speaker": "customer",
+             "channel": 1}]}).encode())))
+    _login(client, key)
+
+    def found(query: str) -> set[uuid.UUID]:
+        page = client.get(f"/dashboard/recordings?{query}")
+        assert page.status_code == 200, page.text
+        return {uuid.UUID(m) for m in re.findall(r'<tr data-id="([0-9a-f-]{36})"', page.text)}
+
+    assert found("call_id=crm-47") == {calls["CRM-4711"], calls["crm-4712"]}  # prefix, any case
+    assert found("call_id=100%25_") == {calls["100%_off"]}  # % and _ are literal, not wildcards
+    assert found("call_id=%25") == set()
+    assert found("words=refund") == {calls["crm-4712"]}
+    assert found("words=text") == set()  # the JSON keys of the transcript are not its words
+    assert found("words=refund&call_id=crm-5") == set()
+    assert 'value="refund"' in client.get("/dashboard/recordings?words=refund").text
+    assert "No calls match this search" in client.get("/dashboard/recordings?words=zzz").text
+
+
+def test_new_calls_endpoint_follows_the_search_and_the_tenant(client: TestClient, make_tenant) -> None:
+    from datetime import timedelta
+
+    tenant_id, key = make_tenant()
+    other_tenant, _ = make_tenant()
+    before = datetime.now(UTC) - timedelta(seconds=1)
+    sad = [("customer", "sad", 3.0, -0.3)]
+    old = store_call(tenant_id, before - timedelta(hours=1), {"agent": "ann"}, sad)
+    new_ann = store_call(tenant_id, datetime.now(UTC), {"agent": "ann"}, sad)
+    new_bob = store_call(tenant_id, datetime.now(UTC), {"agent": "bob"}, sad)
+    store_call(other_tenant, datetime.now(UTC), {"agent": "ann"}, sad)
+    _login(client, key)
+    page = client.get("/dashboard/recordings?agent=ann").text
+    new_url = page.split('data-new-url="')[1].split('"')[0].replace("&amp;", "&")
+    assert new_url.startswith("/dashboard/live/recordings/new?since=") and "agent=ann" in new_url
+
+    def ids(query: str) -> list[uuid.UUID]:
+        resp = client.get(f"/dashboard/live/recordings/new?{query}")
+        assert resp.status_code == 200, resp.text
+        return [uuid.UUID(i["id"]) for i in resp.json()["items"]]
+
+    since = before.isoformat().replace("+", "%2B")
+    assert ids(f"since={since}&agent=ann") == [new_ann]
+    assert set(ids(f"since={since}")) == {new_ann, new_bob} and old not in ids(f"since={since}")
+    assert "<tr" in client.get(f"/dashboard/live/recordings/new?since={since}").json()["items"][0]["html"]
+    client.cookies.clear()
+    assert client.get(f"/dashboard/live/recordings/new?since={since}").status_code == 401
+
+
+def test_call_summary_shows_stored_conversation_measures(client: TestClient, make_tenant) -> None:
+    from sqlalchemy import update
+
+    from db.models import Recording
+
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "angry", 4.0, -0.6)])
+    with transaction() as s:
+        s.execute(update(Recording).where(Recording.id == rec_id).values(conversation={
+            "duration_s": 60.0,
+            "talk": {"agent": {"seconds": 2.0, "share": 0.033}, "customer": {"seconds": 4.0, "share": 0.067}},
+            "non_talk": {"total_s": 54.0, "share": 0.9,
+                         "silences": [{"start_s": 7, "end_s": 60, "duration_s": 53}]},
+            "interruptions": {"count": 2, "total_s": 1.4, "by_role": {"customer": 2}, "items": []},
+            "talk_speed": {"customer": {"words_per_minute": 151.0, "source": "words"}},
+            "loudness": [],
+            "sentiment": {"role": "customer", "overall": -3.2, "by_quarter": [], "trend": -1.5},
+        }))
+    _login(client, key)
+    text = client.get(f"/dashboard/recordings/{rec_id}").text
+    measures = text.split('aria-label="Conversation measures"')[1].split("</dl>")[0]
+    assert "customer 7% (151 words/min)" in measures and "agent 3%" in measures
+    assert "90% (1 gap over 2 s)" in measures and "2 (1.4 s overtalk)" in measures
+    assert "−3.2, trend −1.5" in measures

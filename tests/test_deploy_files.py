@@ -23,7 +23,8 @@ def test_compose_declares_the_stack() -> None:
     for name in ("api", "worker-cpu", "worker-gpu", "migrate"):
         env = services[name]["environment"]
         assert env["CALLPULSE_DATABASE_URL"].startswith("postgresql+psycopg://")
-        assert env["CALLPULSE_BROKER_URL"].startswith("redis://redis:")
+        broker = env["CALLPULSE_BROKER_URL"]
+        assert broker.startswith("redis://:") and "@redis:6379/" in broker  # with the password
     # api and workers must share the media volume: the worker decodes what the api stored.
     for name in ("api", "worker-cpu", "worker-gpu"):
         assert any(v.startswith("media:") for v in services[name]["volumes"])
@@ -43,3 +44,23 @@ def test_compose_declares_the_stack() -> None:
 def test_dockerfile_pins_cpu_torch() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert "torch==2.13.0" in text and "ffmpeg" in text
+
+
+def test_compose_ships_no_default_passwords_and_no_open_flower() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    # Postgres: the password comes from the operator, compose refuses to start without it.
+    password = services["postgres"]["environment"]["POSTGRES_PASSWORD"]
+    assert password.startswith("${CALLPULSE_POSTGRES_PASSWORD:?")
+    assert "callpulse:callpulse@" not in text
+    # Redis asks for a password, and every client URL carries it.
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--requirepass ${CALLPULSE_REDIS_PASSWORD:?" in redis_command
+    assert compose["x-callpulse-env"]["CALLPULSE_BROKER_URL"].startswith("redis://:${CALLPULSE_REDIS_PASSWORD:?")
+    assert "redis://redis:" not in text
+    # Flower: basic auth with an operator-set password, published on loopback only.
+    flower = " ".join(services["flower"]["command"])
+    assert "--basic-auth=" in flower and "${CALLPULSE_FLOWER_PASSWORD:?" in flower
+    assert all(str(p).startswith("127.0.0.1:") for p in services["flower"]["ports"])
+    assert "ports" not in services["redis"] and "ports" not in services["postgres"]

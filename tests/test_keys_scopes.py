@@ -18,6 +18,7 @@ from api.deps import READ_ONLY_POSTS, SAFE_METHODS
 from db.models import ApiKey
 from db.queries.tenants import create_api_key, create_tenant
 from db.session import transaction
+from tests.dashboard_fixtures import csrf_token, login_form_token
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,8 @@ def test_keys_endpoint_needs_admin_and_never_shows_secrets(client: TestClient, t
 def test_revoking_a_key_ends_its_api_use_and_dashboard_session(client: TestClient, tenant_keys) -> None:
     admin = _auth(tenant_keys["admin"])
     victim = tenant_keys["write"]
-    login = client.post("/dashboard/login", data={"api_key": victim, "next": "/dashboard/recordings"})
+    login = client.post("/dashboard/login", data={"api_key": victim, "next": "/dashboard/recordings",
+                                                  "csrf_token": login_form_token(client)})
     assert login.status_code == 303
     assert client.get("/dashboard/recordings").status_code == 200
     items = client.get("/v1/keys", headers=admin).json()["items"]
@@ -148,9 +150,12 @@ def test_keys_of_another_tenant_are_invisible(client: TestClient, tenant_keys) -
 
 
 def test_read_key_dashboard_session_cannot_upload(client: TestClient, tenant_keys) -> None:
-    assert client.post("/dashboard/login", data={"api_key": tenant_keys["read"]}).status_code == 303
-    assert client.get("/dashboard/recordings").status_code == 200  # it may look
-    resp = client.post("/dashboard/upload", files={"file": ("a.wav", b"RIFF0000", "audio/wav")})
+    assert client.post("/dashboard/login", data={"api_key": tenant_keys["read"],
+                                                 "csrf_token": login_form_token(client)}).status_code == 303
+    page = client.get("/dashboard/recordings")
+    assert page.status_code == 200  # it may look
+    resp = client.post("/dashboard/upload", files={"file": ("a.wav", b"RIFF0000", "audio/wav")},
+                       data={"csrf_token": csrf_token(page.text)})
     assert resp.status_code == 403 and "read-only" in resp.json()["detail"]
 
 

@@ -76,8 +76,19 @@ def test_new_version_adds_predictions_and_keeps_the_old(client, make_tenant, ste
     assert {s["model"]["version"] for s in timeline["segments"] if s["label"]} == {new}
     rule_stages.evaluate_recording(rec_id, final=True)
 
-    # Nothing is missing for this version: a plain rescore has nothing to do and changes nothing.
-    assert rescore(rec_id, with_words).infer_batches == []
+    # Nothing is missing for this version: a plain rescore has nothing to do, changes nothing, and
+    # says so on the recording; asked to, it evaluates the rules again instead.
+    idle = rescore(rec_id, with_words)
+    assert idle.infer_batches == [] and idle.evaluate_rules == []
+    detail = client.get(f"/v1/recordings/{rec_id}", headers=auth(key)).json()
+    assert detail["status"] == "done" and detail["last_rescore"]["outcome"] == "nothing_to_do"
+    assert "nothing to do" in detail["last_rescore"]["message"] and detail["last_rescore"]["segments"] == 0
+    assert detail["last_rescore"]["model_version"] == new
+    rerun = rescore(rec_id, with_words, rerun_rules=True)
+    assert rerun.infer_batches == [] and rerun.evaluate_rules == [rec_id]
+    detail = client.get(f"/v1/recordings/{rec_id}", headers=auth(key)).json()
+    last = detail["last_rescore"]
+    assert last["rules_rerun"] is True and "evaluated again" in last["message"]
     # force re-runs the current version (its rows are replaced); older versions stay untouched.
     forced = rescore(rec_id, with_words, force=True)
     _run(forced, with_words)
@@ -111,7 +122,11 @@ def test_rescore_endpoint(client, make_tenant, broker) -> None:
     assert queue.llen("infer") == before + 1
     message = json.loads(queue.lindex("infer", 0) or b"{}")
     assert message["headers"]["task"] == "callpulse.rescore_recording"
-    assert message["headers"]["argsrepr"] == repr([str(done), True, 0])  # the round it saw
+    assert message["headers"]["argsrepr"] == repr([str(done), True, 0, False])  # the round it saw
+    asked = client.post(f"/v1/recordings/{done}/rescore", headers=auth(key), json={"rerun_rules": True})
+    assert asked.status_code == 202 and asked.json()["rerun_rules"] is True
+    sent = json.loads(queue.lindex("infer", 0) or b"{}")
+    assert sent["headers"]["argsrepr"] == repr([str(done), False, 0, True])
 
 
 def test_a_rescored_completion_is_a_new_webhook_message() -> None:

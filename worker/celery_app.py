@@ -15,6 +15,7 @@ QUEUES = ("ingest", "infer", "rules", "notify", "asr")
 TASK_ROUTES = {
     "callpulse.ingest_recording": {"queue": "ingest"},
     "callpulse.sweep_stuck_recordings": {"queue": "ingest"},
+    "callpulse.apply_retention": {"queue": "ingest"},
     "callpulse.infer_segments": {"queue": "infer"},
     # The infer worker runs the model, so it is the one that knows which version rescoring targets.
     "callpulse.rescore_recording": {"queue": "infer"},
@@ -50,6 +51,11 @@ def make_celery() -> Celery:
             "sweep-stuck-recordings": {
                 "task": "callpulse.sweep_stuck_recordings",
                 "schedule": settings.sweep_interval_s,
+            },
+            # Per-tenant retention of media and derived data (worker/retention.py).
+            "apply-retention": {
+                "task": "callpulse.apply_retention",
+                "schedule": settings.retention_interval_s,
             },
             # Webhook retries whose delayed message was lost (worker/tasks_rules.py).
             "sweep-overdue-webhook-deliveries": {

@@ -34,6 +34,12 @@ class RecordingData(BaseModel):
     analysis_round: int = Field(default=0, description=(
         "0 for the first analysis; +1 for every rescore (POST /v1/recordings/{id}/rescore), each a new "
         "event with its own webhook-id."))
+    disconnected: bool = Field(default=False, description=(
+        "A live call whose socket dropped before its stop message; what arrived was analyzed."))
+    conversation: dict[str, Any] | None = Field(default=None, description=(
+        "Conversation measures (talk time and share per role, non-talk time, interruptions, talk "
+        "speed, loudness per turn, the customer's sentiment -5..+5 overall and per quarter); "
+        "null for a failed recording."))
 
 
 class AlertEvidence(BaseModel):
@@ -114,6 +120,7 @@ def recording_data(rec: Recording) -> RecordingData:
         status="failed" if rec.status == "failed" else "done", error=rec.error,
         duration_s=rec.duration_s, created_at=rec.created_at, completed_at=rec.completed_at,
         metadata=rec.meta or {}, analysis_round=rec.analysis_round or 0,
+        disconnected=bool(rec.disconnected), conversation=rec.conversation,
     )
 
 

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import hmac
 import ipaddress
+import logging
 import random
 import secrets
 import socket
@@ -19,6 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
+
+log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -137,6 +140,12 @@ def refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bo
     return None
 
 
+def not_public(host: str) -> str:
+    return (f"{host} is not a public address; webhook targets must be public "
+            "(CALLPULSE_WEBHOOK_ALLOW_PRIVATE_TARGETS=true allows private ones, for a trusted internal "
+            "network only)")
+
+
 def resolve_target(url: str, allow_private: bool) -> Target:
     """Parse, resolve and check every address the host resolves to (a name with one public and one
     private address is refused). Delivery then connects to a checked address, not to a fresh
@@ -154,7 +163,7 @@ def resolve_target(url: str, allow_private: bool) -> Target:
         raise TargetRefused("the URL must be http(s) with a host")
     host = raw_host.lower().rstrip(".")
     if host in METADATA_HOSTS:
-        raise TargetRefused(f"{host} is a cloud metadata host")
+        raise TargetRefused(not_public(host))
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -168,7 +177,10 @@ def resolve_target(url: str, allow_private: bool) -> Target:
     for address in addresses:
         reason = refusal(ipaddress.ip_address(address), allow_private)
         if reason:
-            raise TargetRefused(f"{host} resolves to {address}, {reason}; webhook targets must be public")
+            # The caller learns only that the target is not public: naming the address (or its
+            # kind) would map the internal network one endpoint at a time. The log keeps it.
+            log.info("webhook target %s refused: resolves to %s, %s", host, address, reason)
+            raise TargetRefused(not_public(host))
     return Target(url=parsed, host=host, addresses=addresses)
 
 

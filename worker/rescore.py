@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 
@@ -21,9 +22,13 @@ log = logging.getLogger(__name__)
 
 
 def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False,
-            expected_round: int | None = None) -> Followups:
+            expected_round: int | None = None, rerun_rules: bool = False) -> Followups:
     """``expected_round``: the recording's analysis_round when the rescore was asked for; a
-    redelivered or doubled request finds the round moved on and does nothing."""
+    redelivered or doubled request finds the round moved on and does nothing. ``rerun_rules``:
+    when there is nothing to rescore, evaluate the call's rules again instead.
+
+    The outcome is kept in recording.last_rescore (GET /v1/recordings/{id}), so a rescore that
+    found nothing to do says so."""
     model = runtime.emotion_model(settings)
     with transaction() as s:
         rec = q.lock_recording(s, recording_id)
@@ -55,9 +60,21 @@ def rescore(recording_id: uuid.UUID, settings: Settings, force: bool = False,
         s.execute(update(Segment).where(Segment.recording_id == rec.id).values(infer_attempts=0))
         pending = q.pending_segment_ids(s, rec.id, model.name, model.version)
         if not pending:
-            return Followups()
+            message = (f"nothing to do: every analyzable segment already has a prediction of "
+                       f"{model.version}; send force to replace them"
+                       + ("; the call's rules were evaluated again" if rerun_rules else ""))
+            log.info("rescore of %s: %s", rec.id, message)
+            rec.last_rescore = _outcome(model.version, "nothing_to_do", 0, rerun_rules, message)
+            return Followups(evaluate_rules=[rec.id] if rerun_rules else [])
+        rec.last_rescore = _outcome(model.version, "rescoring", len(pending), False,
+                                    f"{len(pending)} segment(s) enqueued for {model.version}")
         _reopen(rec, RecordingStatus.analyzing)
         return Followups(infer_batches=batches(pending, settings.infer_batch_size))
+
+
+def _outcome(version: str, outcome: str, segments: int, rules_rerun: bool, message: str) -> dict[str, object]:
+    return {"at": datetime.now(UTC).isoformat(), "model_version": version, "outcome": outcome,
+            "segments": segments, "rules_rerun": rules_rerun, "message": message}
 
 
 def _reopen(rec: Recording, status: RecordingStatus) -> None:

@@ -19,7 +19,7 @@ from db.queries import pipeline as q
 from db.queries.analytics import write_emotion_rollup
 from db.queries.corrections import get_transcript
 from db.session import transaction
-from worker import inference_inputs, runtime
+from worker import conversation, inference_inputs, runtime
 from worker.pipeline import audio_store, decode, prosody, segment
 from worker.pipeline.contracts import (
     EmotionModel,
@@ -98,31 +98,29 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
     try:
         info = decode.probe(media)
         decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
-        audio = decode.decode(media, settings.sample_rate, info)
+        # Checked again here: the budget may have been lowered since the upload, and a worker
+        # must refuse, with a reason, what it cannot hold rather than be killed trying.
+        decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)
+        # Straight into the on-disk cache; everything below reads it memory-mapped, in slices.
+        audio = decode.decode_to_file(media, cache, settings.sample_rate, info,
+                                      decode.DecodeLimits.from_settings(settings))
     except decode.MediaError as exc:
         return fail_recording(recording_id, exc.reason, settings)
     except FileNotFoundError:
         return fail_recording(recording_id, "the media file is missing from storage", settings)
 
-    speech = segment.run(runtime.vad_model(), audio, roles, segmentation_config(settings))
-    rows = []
-    for seg in speech:
-        analyzed, skip_reason = _policy(seg.role, audio.channels, analyzed_roles, analyze_unknown)
-        clip = audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s)
-        rows.append({
-            "id": uuid.uuid4(), "recording_id": recording_id, "index": seg.index,
-            "channel": seg.channel, "speaker": seg.speaker, "role": seg.role,
-            "start_s": seg.start_s, "end_s": seg.end_s,
-            "acoustics": dict(prosody.measure(clip, audio.sample_rate)),
-            "analyzed": analyzed,
-            "skip_reason": skip_reason,
-        })
-    audio_store.save_decoded(cache, audio)
+    try:
+        rows = _segment_rows(recording_id, audio, roles, analyzed_roles, analyze_unknown, settings)
+    except MemoryError:
+        # Everything above reads the cache in slices; running out here means this host cannot
+        # take this call at all, and another attempt would only fail the same way.
+        return fail_recording(recording_id, "the worker ran out of memory segmenting this recording "
+                              "(lower CALLPULSE_MAX_DECODED_BYTES or give workers more memory)", settings)
 
     with transaction() as s:
         rec = q.lock_recording(s, recording_id)
         if rec is None:
-            # Deleted while we decoded: take back the folder save_decoded may have recreated.
+            # Deleted while we decoded: take back the folder the decode may have recreated.
             audio_store.remove_dir(cache.parent)
             return Followups()
         if RecordingStatus(rec.status).is_final:
@@ -137,6 +135,24 @@ def ingest(recording_id: uuid.UUID, settings: Settings) -> Followups:
         if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
             q.set_status(rec, RecordingStatus.segmented)
         return _resume_inference(s, rec, settings)
+
+
+def _segment_rows(recording_id: uuid.UUID, audio: Any, roles: dict[int, str], analyzed_roles: list[str],
+                  analyze_unknown: bool, settings: Settings) -> list[dict[str, Any]]:
+    speech = segment.run(runtime.vad_model(), audio, roles, segmentation_config(settings))
+    rows = []
+    for seg in speech:
+        analyzed, skip_reason = _policy(seg.role, audio.channels, analyzed_roles, analyze_unknown)
+        clip = audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s)
+        rows.append({
+            "id": uuid.uuid4(), "recording_id": recording_id, "index": seg.index,
+            "channel": seg.channel, "speaker": seg.speaker, "role": seg.role,
+            "start_s": seg.start_s, "end_s": seg.end_s,
+            "acoustics": dict(prosody.measure(clip, audio.sample_rate)),
+            "analyzed": analyzed,
+            "skip_reason": skip_reason,
+        })
+    return rows
 
 
 def segmentation_config(settings: Settings) -> segment.SegmentationConfig:
@@ -191,6 +207,8 @@ def _complete(s: Any, rec: Recording, settings: Settings, followups: Followups) 
     its completion follow-up. Returns the decoded cache, to drop once nothing reads it."""
     q.set_status(rec, RecordingStatus.done)
     write_emotion_rollup(s, rec.id)
+    # Stored with the final status: analytics average it, recording.completed carries it.
+    rec.conversation = conversation.measure_recording(s, rec)
     followups.completed.append(rec.id)
     return _cache(settings, rec)
 
@@ -260,7 +278,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
             if RecordingStatus(rec.status).is_final:
                 continue
             done, total = q.progress(s, rec.id, model.name, model.version)
-            if done >= total:
+            # A live call is never complete while it streams: more segments are on their way.
+            if done >= total and rec.status != RecordingStatus.live.value:
                 caches.append(_complete(s, rec, settings, followups))
             else:
                 rec.updated_at = utcnow()  # progress keeps the sweep away from a long call
@@ -336,10 +355,15 @@ def sweep(settings: Settings) -> Followups:
     model = runtime.emotion_model(settings)
     per_status: dict[str, int] = defaultdict(int)
     caches: list[Path] = []
+    abandoned: list[uuid.UUID] = []
     with transaction() as s:
         for rec in q.stuck_recordings(s, cutoff):
             per_status[rec.status] += 1
             rec.updated_at = utcnow()  # at most one re-enqueue per stuck_after_s
+            if rec.status == RecordingStatus.live.value:
+                # No heartbeat from its socket for stuck_after_s: the API process died mid-call.
+                abandoned.append(rec.id)
+                continue
             if rec.status in (RecordingStatus.received.value, RecordingStatus.decoding.value):
                 followups.ingest.append(rec.id)
                 continue
@@ -358,6 +382,12 @@ def sweep(settings: Settings) -> Followups:
             (followups.completed if done else followups.failed).append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
+    for rec_id in abandoned:
+        from worker import live_stage
+
+        ended = live_stage.finish(rec_id, settings, disconnected=True)
+        followups.completed += ended.completed
+        followups.failed += ended.failed
     if per_status:
         log.warning("sweep re-enqueued stuck recordings: %s", dict(per_status))
     return followups

@@ -99,12 +99,12 @@ def transcribe_recording(self: Task, recording_id: str) -> None:
 
 @app.task(bind=True, name="callpulse.rescore_recording")
 def rescore_recording(self: Task, recording_id: str, force: bool = False,
-                      expected_round: int | None = None) -> None:
+                      expected_round: int | None = None, rerun_rules: bool = False) -> None:
     from worker.rescore import rescore
 
     rec_id = uuid.UUID(recording_id)
     try:
-        followups = rescore(rec_id, get_settings(), force, expected_round)
+        followups = rescore(rec_id, get_settings(), force, expected_round, rerun_rules)
     except Exception as exc:
         # Giving up leaves the recording as it was (its earlier predictions stand): nothing to fail.
         _give_up_or_retry(self, exc, lambda: [], "rescoring")
@@ -115,3 +115,11 @@ def rescore_recording(self: Task, recording_id: str, force: bool = False,
 @app.task(name="callpulse.sweep_stuck_recordings")
 def sweep_stuck_recordings() -> None:
     enqueue(stages.sweep(get_settings()))
+
+
+@app.task(name="callpulse.apply_retention")
+def apply_retention() -> None:
+    # No retry: the next beat tick is the retry, and each batch it finished is already committed.
+    from worker.retention import apply_retention as run
+
+    run(get_settings())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -32,9 +32,17 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
+def default_end(now: datetime | None = None) -> datetime:
+    """The end of the default period: midnight UTC after today, so the default is whole days (the
+    overview's day columns) and still includes every call up to now."""
+    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    return datetime.combine(today + timedelta(days=1), time.min, tzinfo=UTC)
+
+
 def resolve_range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    """Defaults: the 30 days before ``to`` (itself defaulting to now); naive times are UTC."""
-    end_at = _utc(end) or datetime.now(UTC)
+    """Defaults (shared with the dashboard's overview): ``to`` midnight UTC after today, ``from``
+    30 days before ``to``, i.e. the last 30 whole days including today; naive times are UTC."""
+    end_at = _utc(end) or default_end()
     start_at = _utc(start) or end_at - DEFAULT_RANGE
     if start_at >= end_at:
         raise validation_error(("query", "from"), "'from' must be earlier than 'to'")
@@ -49,7 +57,8 @@ def range_params(
     start: Annotated[datetime | None, Query(alias="from", description="Calls created at or after "
                                                                        "(ISO 8601; default: to − 30 days)")]
     = None,
-    end: Annotated[datetime | None, Query(alias="to", description="Calls created before (default: now)")]
+    end: Annotated[datetime | None, Query(alias="to", description="Calls created before (default: "
+                                                                 "midnight UTC after today)")]
     = None,
 ) -> Range:
     start_at, end_at = resolve_range(start, end)

@@ -11,17 +11,22 @@ import math
 import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, Request, Response, UploadFile, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 
+from api import call_view, rate_limit
+from api.client_ip import client_ip
+from api.csrf import issue_login_token, set_login_cookie
 from api.dashboard_auth import (
+    CsrfSessionDep,
+    LoginCsrfDep,
     PageTenantDep,
     WriterTenantDep,
     clear_session_cookie,
     session_can_write,
+    session_token,
     set_session_cookie,
 )
 from api.dashboard_views import (
@@ -35,7 +40,7 @@ from api.dashboard_views import (
     time_ticks,
     trend_points,
 )
-from api.deps import SessionDep, SettingsDep, decode_cursor, encode_cursor
+from api.deps import SessionDep, SettingsDep
 from api.routes import recordings as recordings_api
 from api.routes.analytics import resolve_range
 from api.timeline import recording_timeline
@@ -44,7 +49,8 @@ from db.queries import analytics as analytics_q
 from db.queries import corrections as corrections_q
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
-from db.queries.tenants import hash_key, tenant_for_key
+from db.queries.dashboard_sessions import end_session, open_session
+from db.queries.tenants import api_key_for
 from worker.pipeline.decode import MediaError
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -86,28 +92,53 @@ def _safe_next(target: str | None) -> str:
     return "/dashboard"
 
 
+def _login_page(request: Request, settings: SettingsDep, next_url: str | None, error: str | None = None,
+                code: int = 200) -> HTMLResponse:
+    # The pre-session CSRF token goes into the page (hidden field) and into a cookie.
+    token = issue_login_token(request, settings)
+    response = _page(request, "login.html", {"next": _safe_next(next_url), "error": error}, code)
+    set_login_cookie(response, settings, token)
+    return response
+
+
 @router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next_url: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
-    return _page(request, "login.html", {"next": _safe_next(next_url), "error": None})
+def login_form(request: Request, settings: SettingsDep,
+               next_url: Annotated[str | None, Query(alias="next")] = None) -> HTMLResponse:
+    return _login_page(request, settings, next_url)
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, session: SessionDep, settings: SettingsDep,
+def login(request: Request, session: SessionDep, settings: SettingsDep, _csrf: LoginCsrfDep,
           api_key: Annotated[str, Form(max_length=200)] = "",
           next_url: Annotated[str | None, Form(alias="next")] = None) -> Response:
+    address = client_ip(request, settings)
+    wait = (rate_limit.exceeded(settings, rate_limit.auth_failures(settings), address)
+            or rate_limit.count(settings, rate_limit.login_attempts(settings), address))
+    if wait is not None:
+        refused = _login_page(request, settings, next_url, f"Too many login attempts from your address; "
+                              f"try again in {wait} s.", status.HTTP_429_TOO_MANY_REQUESTS)
+        refused.headers["Retry-After"] = str(wait)
+        return refused
     key = api_key.strip()
-    tenant = tenant_for_key(session, key) if key else None
-    if tenant is None:
-        return _page(request, "login.html", {"next": _safe_next(next_url),
-                                             "error": "That API key is not valid (or was revoked)."},
-                     status.HTTP_401_UNAUTHORIZED)
+    row = api_key_for(session, key) if key else None
+    if row is None:
+        rate_limit.count(settings, rate_limit.auth_failures(settings), address)
+        return _login_page(request, settings, next_url, "That API key is not valid (or was revoked).",
+                           status.HTTP_401_UNAUTHORIZED)
+    # A session this browser already had ends here: one login, one session.
+    if (old := session_token(request, settings)) is not None:
+        end_session(session, old)
+    _, token = open_session(session, row, settings.session_max_age_s)
     response = RedirectResponse(_safe_next(next_url), status.HTTP_303_SEE_OTHER)
-    set_session_cookie(response, settings, tenant.id, hash_key(key))
+    set_session_cookie(response, settings, token)
     return response
 
 
 @router.post("/logout")
-def logout() -> Response:
+def logout(request: Request, session: SessionDep, settings: SettingsDep, _csrf: CsrfSessionDep) -> Response:
+    """Ends the session row, so the cookie is worthless even where a copy of it survives."""
+    if (token := session_token(request, settings)) is not None:
+        end_session(session, token)
     response = RedirectResponse("/dashboard/login", status.HTTP_303_SEE_OTHER)
     clear_session_cookie(response)
     return response
@@ -132,8 +163,9 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
              start_day: Annotated[str | None, Query(alias="from")] = None,
              end_day: Annotated[str | None, Query(alias="to")] = None) -> HTMLResponse:
     first, last = _day(start_day, "from"), _day(end_day, "to")
-    end = _day_start(last or datetime.now(UTC).date()) + timedelta(days=1)
-    start, end = resolve_range(_day_start(first) if first else end - timedelta(days=14), end)
+    # The same default period as /v1/analytics (resolve_range), so the page and the API agree.
+    end = _day_start(last) + timedelta(days=1) if last else None
+    start, end = resolve_range(_day_start(first) if first else None, end)
     last_day = (end - timedelta(days=1)).date()
     by_day = every_day(analytics_q.emotion_distribution(session, tenant.id, "day", start, end), start.date(),
                        last_day)
@@ -155,48 +187,6 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
         "tables": tables, "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
         # Day labels under the axis: about ten per line chart, twenty under the bars.
         "label_every": max(1, math.ceil(len(keys) / 10)),
-    })
-
-
-def _filters(status_filter: str | None, start_day: str | None, end_day: str | None, agent: str | None,
-             queue: str | None, label: str | None) -> queries.CallFilters:
-    if status_filter and status_filter not in {s.value for s in RecordingStatus}:
-        raise RequestValidationError([{"loc": ("query", "status"), "msg": "unknown status",
-                                       "type": "enum"}])
-    first, last = _day(start_day, "from"), _day(end_day, "to")
-    return queries.CallFilters(
-        status=status_filter or None, created_after=_day_start(first) if first else None,
-        created_before=_day_start(last) + timedelta(days=1) if last else None,
-        agent=(agent or "").strip() or None, queue=(queue or "").strip() or None, label=label or None,
-    )
-
-
-@router.get("/recordings", response_class=HTMLResponse)
-def recordings(
-    request: Request, session: SessionDep, tenant: PageTenantDep,
-    status_filter: Annotated[str | None, Query(alias="status", max_length=16)] = None,
-    start_day: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    end_day: Annotated[str | None, Query(alias="to", max_length=10)] = None,
-    agent: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
-    queue: Annotated[str | None, Query(max_length=200, pattern=r"^[^\x00]*$")] = None,
-    label: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z]*$")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> HTMLResponse:
-    filters = _filters(status_filter, start_day, end_day, agent, queue, label)
-    after = decode_cursor(cursor) if cursor else None
-    rows = queries.list_calls(session, tenant.id, filters, PAGE_SIZE + 1, after)
-    items, more = rows[:PAGE_SIZE], len(rows) > PAGE_SIZE
-    next_query = None
-    if more:
-        params = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        params["cursor"] = encode_cursor(items[-1].created_at, items[-1].id)
-        next_query = urlencode(params)
-    return _page(request, "recordings.html", {
-        "tenant_name": tenant.name, "nav": "recordings", "calls": queries.summarize(session, items),
-        "filters": {"status": status_filter or "", "from": start_day or "", "to": end_day or "",
-                    "agent": agent or "", "queue": queue or "", "label": label or ""},
-        "statuses": [s.value for s in RecordingStatus], "next_query": next_query,
-        "layouts": list(CHANNEL_LAYOUTS),
     })
 
 
@@ -250,6 +240,7 @@ def recording(request: Request, session: SessionDep, tenant: PageTenantDep, sett
         "charts": role_timelines(timeline.segments, duration),
         "ticks": time_ticks(duration), "duration": duration,
         "alerts": queries.recording_alerts(session, tenant.id, rec.id),
+        "ov": call_view.overview(timeline.segments), "call_url": f"/dashboard/recordings/{rec.id}",
         "low_confidence": settings.uncertain_below,
         "transcript": transcript_rows.utterances if transcript_rows is not None else [],
     })

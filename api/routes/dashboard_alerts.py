@@ -81,7 +81,7 @@ def _after_action(request: Request, session: SessionDep, tenant_id: uuid.UUID, a
         return RedirectResponse(f"{target}#alert-{alert_id}", status.HTTP_303_SEE_OTHER)
     row = queries.alert_row(session, tenant_id, alert_id)
     html = templates.env.get_template("_alert_item.html").render(
-        row=row, on_call_page=context == "call", next=_safe_next(next_url))
+        row=row, on_call_page=context == "call", next=_safe_next(next_url), request=request)
     return HTMLResponse(html, headers=SECURITY_HEADERS)
 
 

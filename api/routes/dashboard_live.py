@@ -15,21 +15,14 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.dashboard_auth import (
-    COOKIE_NAME,
-    DashboardSession,
-    LiveTenantDep,
-    decode_session,
-    session_can_write,
-    session_secret,
-    tenant_for_session,
-)
+from api.dashboard_auth import LiveTenantDep, session_can_write, session_token
 from api.dashboard_views import templates
 from api.deps import SessionDep, SettingsDep
 from api.routes.dashboard_alerts import feed_filters
 from db.models import RecordingStatus
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
+from db.queries.dashboard_sessions import find_session
 from db.session import transaction
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -79,6 +72,9 @@ def call_media(session: SessionDep, tenant: LiveTenantDep, recording_id: uuid.UU
     """The uploaded file as stored. FileResponse answers Range requests (206), which the browser's
     player needs to seek without downloading the whole call first."""
     rec = recordings_q.get_recording(session, tenant.id, recording_id)
+    if rec is not None and rec.media_deleted_at is not None:
+        raise HTTPException(status.HTTP_410_GONE, detail=f"the media was deleted by the tenant's retention "
+                            f"on {rec.media_deleted_at:%Y-%m-%d}; the analysis is kept")
     path = Path(rec.media_uri) if rec is not None else None
     if path is None or not path.is_file():
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail="recording not found")
@@ -106,23 +102,24 @@ def _alerts_since(tenant_id: uuid.UUID, since: datetime, filters: queries.FeedFi
         return list(reversed(queries.recent_alerts(session, tenant_id, MAX_WATCHED, since, filters)))
 
 
-def _event(row: queries.AlertRow, can_write: bool) -> str:
+def _event(row: queries.AlertRow, can_write: bool, request: Request) -> str:
     alert = row.alert
     data = {"id": str(alert.id), "recording_id": str(alert.recording_id), "severity": alert.severity,
             "rule": row.rule_name, "start_s": alert.start_s, "fired_at": alert.fired_at.isoformat(),
             "url": f"/dashboard/recordings/{alert.recording_id}#t={alert.start_s:.2f}",
-            "html": templates.env.get_template("_alert_item.html").render(row=row, can_write=can_write)}
+            "html": templates.env.get_template("_alert_item.html").render(row=row, can_write=can_write,
+                                                                         request=request)}
     # The event id is the fired_at time: a reconnecting browser sends it back as Last-Event-ID.
     return f"id: {alert.fired_at.isoformat()}\nevent: alert\ndata: {json.dumps(data)}\n\n"
 
 
-def _session_valid(session: DashboardSession | None) -> bool:
+def _session_valid(token: str | None) -> bool:
     with transaction() as db:
-        return session is not None and tenant_for_session(db, session) is not None
+        return token is not None and find_session(db, token) is not None
 
 
 async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime, poll_s: float,
-                        session: DashboardSession | None, filters: queries.FeedFilters, can_write: bool
+                        session: str | None, filters: queries.FeedFilters, can_write: bool
                         ) -> AsyncIterator[str]:
     sent: dict[uuid.UUID, datetime] = {}
     cursor = since
@@ -132,7 +129,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
     while not await request.is_disconnected():
         checked += poll_s
         if checked >= HEARTBEAT_S:
-            # A stream lives for hours: a revoked key or an expired session ends it here (the
+            # A stream lives for hours: logout, a revoked key or expiry ends it here (the
             # browser reconnects, gets 401 and stops), not only at the next page load.
             checked = 0.0
             if not await run_in_threadpool(_session_valid, session):
@@ -146,7 +143,7 @@ async def _alert_stream(request: Request, tenant_id: uuid.UUID, since: datetime,
             sent[row.alert.id] = row.alert.fired_at
             cursor = max(cursor, row.alert.fired_at)
             idle = 0.0
-            yield _event(row, can_write)
+            yield _event(row, can_write, request)
         horizon = cursor - ALERT_LOOKBACK
         sent = {k: v for k, v in sent.items() if v >= horizon}
         if idle >= HEARTBEAT_S:
@@ -171,7 +168,7 @@ async def alert_feed(
     (or the Last-Event-ID a reconnecting browser sends; default: now), filtered like the feed."""
     filters = feed_filters(state, severity, rule, agent, queue)
     start = _parse_since(last_event_id) or _parse_since(since) or datetime.now(UTC)
-    session = decode_session(request.cookies.get(COOKIE_NAME, ""), session_secret(settings))
+    session = session_token(request, settings)
     return StreamingResponse(
         _alert_stream(request, tenant.id, start, settings.dashboard_alert_poll_s, session, filters,
                       session_can_write(request)),

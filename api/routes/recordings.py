@@ -25,12 +25,13 @@ from api.schemas import (
     Timeline,
     UploadMetadata,
 )
-from api.schemas_quality import RescoreAccepted, RescoreIn
+from api.schemas_quality import LastRescore, RescoreAccepted, RescoreIn
 from api.timeline import recording_timeline
 from api.transcript_upload import read_transcript
 from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
+from worker import conversation
 from worker.celery_app import app as celery_app
 from worker.pipeline import audio_store, decode
 
@@ -51,7 +52,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 UPLOAD_ERRORS: dict[int | str, dict[str, Any]] = {
     200: {"model": RecordingAccepted, "description": "Repeat of an external_id: the existing recording"},
     401: ERRORS[401],
-    413: {"model": ErrorOut, "description": "Upload larger than the configured limit"},
+    413: {"model": ErrorOut, "description": "Upload larger than the configured limit, or audio whose "
+                                            "decoded size (channels × duration × 16 kHz × 2 bytes) "
+                                            "exceeds CALLPULSE_MAX_DECODED_BYTES"},
     415: {"model": ErrorOut, "description": "Not decodable audio/video, or an unsupported container"},
     422: {"model": ErrorOut, "description": "Bad metadata, or media without usable audio"},
 }
@@ -148,6 +151,7 @@ def upload_recording(
         size = _store_upload(file.file, target, settings.max_upload_bytes)
         info = decode.probe(target)  # MediaError → its 415/422 (handler in api.main)
         decode.check_duration(info, settings.min_duration_s, settings.max_duration_s)
+        decode.check_budget(info, settings.sample_rate, settings.max_decoded_bytes)  # 413 over it
         missing = sorted(int(ch) for ch in meta.channel_roles if int(ch) >= info.channels)
         if missing:
             raise validation_error(
@@ -205,10 +209,16 @@ def get_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid.UUI
         **_summary_fields(rec),
         channel_roles=rec.channel_roles or {}, metadata=rec.meta or {}, size_bytes=rec.size_bytes,
         container=rec.container, timeline_url=f"{_status_url(rec.id)}/timeline",
+        disconnected=bool(rec.disconnected),
+        # Stored at completion; a call still streaming or being analyzed gets the measures so far.
+        conversation=rec.conversation if rec.conversation is not None
+        else (conversation.measure_recording(session, rec) if counts else None),
         progress=Progress(segments_done=sum(c.predicted for c in counts),
                           segments_total=sum(c.analyzed for c in counts)),
         role_counts={c.role: RoleCountsOut(segments=c.segments, analyzed=c.analyzed, predicted=c.predicted)
                      for c in counts},
+        last_rescore=LastRescore.model_validate(rec.last_rescore) if rec.last_rescore else None,
+        media_deleted_at=rec.media_deleted_at,
     )
 
 
@@ -269,16 +279,22 @@ def rescore_recording(session: SessionDep, tenant: TenantDep, recording_id: uuid
     if rec.final_event_at is None:
         raise HTTPException(status.HTTP_409_CONFLICT,
                             detail="the recording's completion is still being published; try again shortly")
+    if rec.media_deleted_at is not None:
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            detail="the recording's media was deleted by the tenant's retention; there is "
+                                   "nothing left to run a model on")
     force = body.force if body is not None else False
+    rerun_rules = body.rerun_rules if body is not None else False
     try:
-        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0])
+        celery_app.send_task(RESCORE_TASK, args=[str(rec.id), force, rec.analysis_round or 0, rerun_rules])
     except Exception as exc:
         # Nothing changed yet and no sweep would pick a finished recording up: say so now.
         log.warning("could not enqueue rescoring of %s", rec.id, exc_info=True)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail="the task queue is unreachable; nothing was changed, try again") from exc
     return RescoreAccepted(recording_id=rec.id, status_url=_status_url(rec.id),
-                           timeline_url=f"{_status_url(rec.id)}/timeline", force=force)
+                           timeline_url=f"{_status_url(rec.id)}/timeline", force=force,
+                           rerun_rules=rerun_rules)
 
 
 @router.delete("/{recording_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,

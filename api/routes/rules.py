@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response, status
@@ -84,7 +85,7 @@ async def _rule_body(request: Request) -> RuleIn:
 RuleBody = Annotated[RuleIn, Depends(_rule_body)]
 
 
-def _definition(body: RuleIn) -> tuple[dict[str, Any], RuleDefinition]:
+def validated_definition(body: RuleIn) -> tuple[dict[str, Any], RuleDefinition]:
     """Validated definition as stored (a mapping) and as parsed; 422 naming each problem's path."""
     raw: Any = body.definition
     try:
@@ -119,7 +120,7 @@ def _current(session: Session, rule: Rule) -> RuleVersion:
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=RuleOut, openapi_extra=RULE_BODY,
              responses={401: ERRORS[401], 415: {"model": ErrorOut}}, summary="Create a rule (version 1)")
 def create_rule(session: SessionDep, tenant: TenantDep, body: RuleBody) -> RuleOut:
-    raw, parsed = _definition(body)
+    raw, parsed = validated_definition(body)
     rule, version = queries.create_rule(session, tenant.id, body.name, body.description, body.enabled, raw,
                                         parsed.severity)
     return RuleOut.build(rule, version)
@@ -148,7 +149,7 @@ def list_versions(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID) ->
 @router.put("/{rule_id}", response_model=RuleOut, openapi_extra=RULE_BODY, responses=ERRORS,
             summary="Replace a rule; a changed definition becomes a new version")
 def replace_rule(session: SessionDep, tenant: TenantDep, rule_id: uuid.UUID, body: RuleBody) -> RuleOut:
-    raw, parsed = _definition(body)
+    raw, parsed = validated_definition(body)
     rule = _tenant_rule(session, tenant.id, rule_id, for_update=True)  # serialises concurrent edits
     version = _current(session, rule)
     if raw != version.definition:
@@ -190,19 +191,28 @@ def backtest(session: SessionDep, tenant: TenantDep, settings: SettingsDep, rule
     except RuleError as exc:  # stored before a language limit existed: say so, do not 500
         raise _problems(("path", "rule_id"), exc) from exc
     limit = settings.backtest_max_recordings
-    recordings = alerts_q.recordings_in_range(session, tenant.id, body.created_from, body.created_to,
-                                              limit + 1)
+    firings, evaluated, truncated = replay(session, tenant.id, definition, version.severity,
+                                           body.created_from, body.created_to, limit)
+    # Only reads: no alert is stored and no event is published.
+    return BacktestOut(rule_id=rule.id, rule_version=version.version, recordings_evaluated=evaluated,
+                       truncated=truncated, firings=firings)
+
+
+def replay(session: Session, tenant_id: uuid.UUID, definition: RuleDefinition, severity: str,
+           created_from: datetime, created_to: datetime, limit: int
+           ) -> tuple[list[BacktestFiring], int, bool]:
+    """What ``definition`` fires on the tenant's recordings created in [from, to) (at most
+    ``limit``, newest first): the firings, how many recordings were evaluated, whether more
+    matched. Shared by the backtest endpoint and the dashboard's rule editor (unsaved rules)."""
+    recordings = alerts_q.recordings_in_range(session, tenant_id, created_from, created_to, limit + 1)
     firings: list[BacktestFiring] = []
     for rec in recordings[:limit]:
         # The very function live evaluation runs, on the trajectory live evaluation would load.
         for f in evaluate(definition, trajectory.load(session, rec.id)):
             firings.append(BacktestFiring(
                 recording_id=rec.id, external_id=rec.external_id, recording_status=rec.status,
-                window_key=f.window_key, severity=version.severity, fired_at_s=f.fired_at_s,
+                window_key=f.window_key, severity=severity, fired_at_s=f.fired_at_s,
                 first_segment_index=f.first_segment_index, last_segment_index=f.last_segment_index,
                 start_s=f.start_s, end_s=f.end_s, evidence=[Evidence.model_validate(e) for e in f.evidence],
             ))
-    # Only reads: no alert is stored and no event is published.
-    return BacktestOut(rule_id=rule.id, rule_version=version.version,
-                       recordings_evaluated=min(len(recordings), limit),
-                       truncated=len(recordings) > limit, firings=firings)
+    return firings, min(len(recordings), limit), len(recordings) > limit

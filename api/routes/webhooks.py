@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
+from api import rate_limit
 from api.deps import SessionDep, SettingsDep, TenantDep, validation_error
 from api.schemas import ErrorOut
 from api.schemas_webhooks import DeliveryList, DeliveryOut, WebhookCreated, WebhookIn, WebhookList, WebhookOut
@@ -73,10 +74,17 @@ def get_delivery(session: SessionDep, tenant: TenantDep, delivery_id: uuid.UUID)
 @router.post("/deliveries/{delivery_id}/redeliver", status_code=status.HTTP_202_ACCEPTED,
              response_model=DeliveryOut, responses=ERRORS,
              summary="Send a delivery again (same webhook-id), with a fresh series of retries")
-def redeliver(session: SessionDep, tenant: TenantDep, delivery_id: uuid.UUID) -> DeliveryOut:
+def redeliver(session: SessionDep, tenant: TenantDep, settings: SettingsDep, delivery_id: uuid.UUID
+              ) -> DeliveryOut:
+    """Throttled: each redelivery restarts the whole series of attempts, so unthrottled it would
+    turn one API call into a stream of requests at the receiver."""
     delivery = queries.get_delivery(session, tenant.id, delivery_id, for_update=True)
     if delivery is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, detail=DELIVERY_NOT_FOUND)
+    if (wait := rate_limit.count(settings, rate_limit.redeliveries_per_tenant(settings), str(tenant.id))):
+        raise rate_limit.too_many(wait, "redeliveries for this tenant")
+    if (wait := rate_limit.count(settings, rate_limit.redeliveries_per_delivery(settings), str(delivery.id))):
+        raise rate_limit.too_many(wait, "redeliveries of this delivery")
     delivery.status, delivery.attempts = DeliveryStatus.pending.value, 0
     delivery.next_attempt_at, delivery.updated_at = utcnow(), utcnow()
     out = _delivery_out(session, delivery)

@@ -63,19 +63,40 @@
     window.setTimeout(poll, 1500);
   }
 
-  // The calls list: rows not yet final are re-rendered by the server every 2 s until they are.
+  // The calls list: rows not yet final are re-rendered by the server until they are, and on the
+  // first page new calls matching the search are added at the top, every 2 s, without a reload.
   const calls = document.getElementById("calls");
   if (calls && calls.dataset.liveUrl) {
+    const body = calls.querySelector("tbody");
+    const announce = document.getElementById("calls-live");
     const poll = async () => {
-      const pending = Array.from(calls.querySelectorAll("tbody tr[data-final='false']")).map((r) => r.dataset.id);
-      if (pending.length === 0) return;
       try {
-        const query = pending.map((id) => "ids=" + encodeURIComponent(id)).join("&");
-        const response = await fetch(calls.dataset.liveUrl + "?" + query, { credentials: "same-origin" });
-        if (response.ok) {
-          for (const item of (await response.json()).items) {
-            const row = calls.querySelector("tr[data-id='" + item.id + "']");
-            if (row) row.outerHTML = item.html;
+        if (calls.dataset.newUrl) {
+          const response = await fetch(calls.dataset.newUrl, { credentials: "same-origin" });
+          if (response.ok) {
+            const fresh = (await response.json()).items.filter(
+              (item) => !body.querySelector("tr[data-id='" + item.id + "']"));
+            for (const item of fresh.reverse()) { // oldest first, so the newest ends on top
+              body.insertAdjacentHTML("afterbegin", item.html); // rendered and escaped by the server
+              body.firstElementChild.classList.add("fresh");
+            }
+            if (fresh.length) {
+              document.getElementById("calls-wrap").hidden = false;
+              const empty = document.getElementById("calls-empty");
+              if (empty) empty.hidden = true;
+              if (announce) announce.textContent = fresh.length + " new call" + (fresh.length > 1 ? "s" : "") + " added.";
+            }
+          }
+        }
+        const pending = Array.from(body.querySelectorAll("tr[data-final='false']")).map((r) => r.dataset.id);
+        if (pending.length) {
+          const query = pending.map((id) => "ids=" + encodeURIComponent(id)).join("&");
+          const response = await fetch(calls.dataset.liveUrl + "?" + query, { credentials: "same-origin" });
+          if (response.ok) {
+            for (const item of (await response.json()).items) {
+              const row = body.querySelector("tr[data-id='" + item.id + "']");
+              if (row) row.outerHTML = item.html;
+            }
           }
         }
       } catch (err) { /* retried on the next tick */ }
@@ -111,6 +132,10 @@
 // the same forms post normally and the server redirects back.
 (function () {
   "use strict";
+  const pageToken = () => {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  };
   document.addEventListener("submit", async (event) => {
     const form = event.target;
     if (!(form instanceof HTMLFormElement) || !form.dataset.fragment) return;
@@ -124,7 +149,8 @@
     try {
       const response = await fetch(action, {
         method: "POST", body: new FormData(form), credentials: "same-origin",
-        headers: { "X-Dashboard-Fragment": form.dataset.fragment },
+        // The page's own request-forgery token, for forms that arrived live without one.
+        headers: { "X-Dashboard-Fragment": form.dataset.fragment, "X-CSRF-Token": pageToken() },
       });
       const html = await response.text();
       if (response.ok) {

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import ApiKey, Prediction, Recording, Segment, SegmentLabel, Transcript, utcnow
+from db.queries.tenants import key_label
 from db.queries.upsert import upsert
 
 
@@ -51,7 +52,7 @@ def set_label(session: Session, segment: Segment, tenant_id: uuid.UUID, label: s
     newest = next(iter(predictions_of(session, segment.id)), None)
     now = utcnow()
     values = {"segment_id": segment.id, "tenant_id": tenant_id, "label": label, "note": note,
-              "labeled_by": f"{key.name or 'api key'} ({key.prefix}…)", "api_key_id": key.id,
+              "labeled_by": key_label(key), "api_key_id": key.id,
               "model_label": newest.label if newest is not None else None,
               "model_version": newest.model_version if newest is not None else None,
               "created_at": now, "updated_at": now}

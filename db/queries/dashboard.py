@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import exists, func, select
+from sqlalchemy import ColumnElement, String, cast, exists, func, select, true
 from sqlalchemy.orm import Session
 
-from db.models import Alert, Prediction, Recording, Rule, Segment
+from db.models import Alert, Prediction, Recording, Rule, Segment, Transcript
 from db.queries.analytics import SUBJECT_ROLES, is_newest_prediction, metadata_text
 from db.queries.recordings import RecordingFilters, filter_recordings, newest_first_page
 
@@ -22,6 +22,8 @@ class CallFilters(RecordingFilters):
     agent: str | None = None
     queue: str | None = None
     label: str | None = None  # a customer segment of the call carries this label
+    call_id: str | None = None  # the caller's external id starts with this (any case)
+    words: str | None = None  # said in the call's transcript (any case)
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,29 @@ def list_calls(session: Session, tenant_id: uuid.UUID, filters: CallFilters, lim
                    Prediction.segment_id == Segment.id, Prediction.label == filters.label,
                    is_newest_prediction())
         )
+    if filters.call_id is not None:
+        stmt = stmt.where(Recording.external_id.ilike(_like(filters.call_id) + "%", escape="\\"))
+    if filters.words is not None:
+        stmt = stmt.where(_transcript_says(session, filters.words))
     return newest_first_page(session, stmt, limit, after)
+
+
+def _like(text: str) -> str:
+    """``text`` taken literally inside a LIKE pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _transcript_says(session: Session, words: str) -> ColumnElement[bool]:
+    """The recording's transcript has an utterance whose text contains ``words``."""
+    pattern = "%" + _like(words) + "%"
+    if session.get_bind().dialect.name == "postgresql":
+        utterance = func.jsonb_array_elements(Transcript.utterances).table_valued("value").alias("u")
+        text = utterance.c.value.op("->>")("text")
+        return exists(select(1).select_from(Transcript).join(utterance, true()).where(
+            Transcript.recording_id == Recording.id, text.ilike(pattern, escape="\\")))
+    # SQLite keeps JSON as text: the whole list is searched (keys included), close enough there.
+    return exists().where(Transcript.recording_id == Recording.id,
+                          cast(Transcript.utterances, String).ilike(pattern, escape="\\"))
 
 
 def calls_by_id(session: Session, tenant_id: uuid.UUID, ids: Sequence[uuid.UUID]) -> list[Recording]:

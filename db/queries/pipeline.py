@@ -99,7 +99,8 @@ def pending_elsewhere(session: Session, model_name: str, model_version: str, exc
     stmt = (
         select(Segment)
         .join(Recording, Recording.id == Segment.recording_id)
-        .where(Recording.status.in_([RecordingStatus.segmented.value, RecordingStatus.analyzing.value]),
+        .where(Recording.status.in_([RecordingStatus.segmented.value, RecordingStatus.analyzing.value,
+                                     RecordingStatus.live.value]),
                Segment.infer_attempts == 0, Segment.id.not_in(list(exclude)))
         .order_by(Recording.created_at, Segment.recording_id, Segment.index)
         .limit(limit)

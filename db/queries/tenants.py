@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from callpulse.settings import get_settings
 from db.models import ApiKey, Tenant
+from db.queries.dashboard_sessions import end_sessions_for_key
 
 KEY_PREFIX = "cpk_"
 SCOPES = ("read", "write", "admin")
@@ -122,11 +123,17 @@ def revoke_api_key(session: Session, key: ApiKey, now: datetime | None = None) -
     return True
 
 
-def end_dashboard_sessions(session: Session, key: ApiKey) -> None:
-    """Hook for ending the dashboard sessions of a revoked key. The session cookie is checked
-    against an unrevoked key row on every request (api/dashboard_auth.py), so the revocation
-    itself already ends them; server-side sessions, once they exist, are deleted here."""
+def end_dashboard_sessions(session: Session, key: ApiKey) -> int:
+    """End the dashboard sessions opened with the key (their rows go, so their cookies open
+    nothing); how many ended."""
+    return end_sessions_for_key(session, key.id)
 
 
 def list_tenants(session: Session) -> list[Tenant]:
     return list(session.scalars(select(Tenant).order_by(Tenant.name)))
+
+
+def key_label(key: ApiKey) -> str:
+    """How a key is named to people (corrections, dashboard): its name and the first 8 hex digits
+    of its id. Never characters of the secret: those would narrow a guess and end up in exports."""
+    return f"{key.name or 'api key'} (key {key.id.hex[:8]})"

@@ -5,9 +5,11 @@ from __future__ import annotations
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from worker.pipeline import live_audio
 from worker.pipeline.contracts import DecodedAudio
 
 CACHE_NAME = "audio16k.npy"
@@ -27,17 +29,6 @@ def cache_path(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) 
     return recording_dir(media_root, tenant_id, recording_id) / CACHE_NAME
 
 
-def save_decoded(target: Path, audio: DecodedAudio) -> Path:
-    """Keep decoded audio as int16 so infer batches slice it without running ffmpeg again."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temp name: two runs of the same stage (a redelivered message) must not share one.
-    tmp = target.with_name(f"{target.stem}.{uuid.uuid4().hex[:8]}.tmp.npy")
-    pcm = np.clip(audio.samples * 32768.0, -32768, 32767).astype(np.int16)
-    np.save(tmp, pcm, allow_pickle=False)
-    tmp.replace(target)  # atomic: a reader never sees half a file
-    return target
-
-
 def load_decoded(target: Path, sample_rate: int) -> DecodedAudio | None:
     if not target.exists():
         return None
@@ -45,15 +36,22 @@ def load_decoded(target: Path, sample_rate: int) -> DecodedAudio | None:
     return DecodedAudio(samples=pcm, sample_rate=sample_rate, duration_s=pcm.shape[1] / sample_rate)
 
 
-def load_or_decode(cache: Path, media_uri: str, sample_rate: int) -> DecodedAudio:
+def load_or_decode(cache: Path, media_uri: str, sample_rate: int, limits: Any = None) -> DecodedAudio:
     """The recording's decoded cache, or, when it is gone (another host, a cleaned disk), the media
-    decoded again and cached, rather than failing the recording."""
+    decoded again into it (bounded like the first decode), rather than failing the recording."""
     from worker.pipeline import decode
 
     audio = load_decoded(cache, sample_rate)
     if audio is None:
-        audio = decode.decode(Path(media_uri), sample_rate)
-        save_decoded(cache, audio)
+        # A live call (still streaming, or finished but not yet done) is read where it is written.
+        audio = live_audio.load_live(cache.parent)
+        if audio is not None:
+            return audio
+        if limits is None:
+            from callpulse.settings import get_settings
+
+            limits = decode.DecodeLimits.from_settings(get_settings())
+        audio = decode.decode_to_file(Path(media_uri), cache, sample_rate, limits=limits)
     return audio
 
 
@@ -66,8 +64,10 @@ def slice_mono(audio: DecodedAudio, channel: int, start_s: float, end_s: float) 
 
 
 def drop_cache(target: Path) -> None:
-    """The cache is only needed until inference is done (a 30-min stereo call is ~115 MB)."""
+    """The cache is only needed until inference is done (a 30-min stereo call is ~115 MB); so is a
+    live call's growing sample file, which its WAV replaces."""
     target.unlink(missing_ok=True)
+    live_audio.remove_live(target.parent)
 
 
 def remove_recording_files(media_root: Path, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> None:

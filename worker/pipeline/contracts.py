@@ -40,7 +40,9 @@ class Acoustics(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class DecodedAudio:
-    """Whole recording at the pipeline rate: float32 in [-1, 1], shape (channels, samples)."""
+    """Whole recording at the pipeline rate, shape (channels, samples): int16 (the worker's decode,
+    usually a memory map of the on-disk cache, read in slices) or float32 in [-1, 1] (short audio
+    in memory); ``audio_store.slice_mono`` gives float32 slices of either."""
 
     samples: np.ndarray
     sample_rate: int

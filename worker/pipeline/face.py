@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from worker.pipeline.contracts import VideoFrame
+from worker.pipeline.decode import INPUT_GUARDS
 from worker.pipeline.emotion.labels import CANONICAL_LABELS
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "face_expression.npz"
@@ -69,7 +70,8 @@ def _probe_video(media_path: Path) -> tuple[int, int] | None:
     """Displayed (width, height) of the first real video stream; None when there is none."""
     if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
         raise RuntimeError("ffmpeg/ffprobe not found on PATH: install ffmpeg (apt-get install ffmpeg)")
-    cmd = ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", str(media_path)]
+    # The same demuxer and protocol allow-list as the audio probe: only the media itself is read.
+    cmd = ["ffprobe", "-v", "error", *INPUT_GUARDS, "-print_format", "json", "-show_streams", str(media_path)]
     stdout = _run(cmd, PROBE_TIMEOUT_S, f"probing {media_path.name}")
     try:
         streams = json.loads(stdout or b"{}").get("streams", [])
@@ -118,7 +120,8 @@ def sample_frames(
     step = max((end_s - start_s) / count, 1e-3)
     first = start_s + 0.5 * step
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-ss", f"{max(first, 0.0):.3f}", "-i", str(media_path),
+        "ffmpeg", "-nostdin", "-v", "error", *INPUT_GUARDS, "-ss", f"{max(first, 0.0):.3f}",
+        "-i", str(media_path),
         "-map", "0:v:0", "-vf", f"fps={1.0 / step:.6f}:round=up,scale={out_w}:{out_h}",
         "-frames:v", str(count), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]

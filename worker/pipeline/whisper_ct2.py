@@ -49,6 +49,8 @@ COMPRESSION_RATIO_MAX = 2.4
 NO_SPEECH_MIN = 0.6
 LOGPROB_MIN = -1.0
 SAMPLE_RATE = 16_000  # what Whisper's feature extractor expects
+# Call time converted to float32 at once per channel (38 MB at 16 kHz); windows are at most 30 s.
+STRETCH_S = 600.0
 
 
 def _package_dir(package: str) -> Path | None:
@@ -173,34 +175,51 @@ class Ct2Asr:
 
     def _channel(self, audio: DecodedAudio, channel: int, windows: list[Span], spans: list[Span],
                  language: str | None, batch_size: int, speaker: str) -> list[Utterance]:
-        # float32 in [-1, 1] (the decoded-audio cache is int16)
-        wave = np.ascontiguousarray(audio_store.slice_mono(audio, channel, 0.0, audio.duration_s))
-        segments, info = self.pipeline.transcribe(
-            wave, language=language, beam_size=1, word_timestamps=True, vad_filter=False,
-            without_timestamps=True, batch_size=batch_size, log_progress=False,
-            clip_timestamps=[{"start": w.start_s, "end": w.end_s} for w in windows],
-        )
-        lang = str(info.language)
         out: list[Utterance] = []
-        for seg in segments:
-            if _hallucinated(seg):
-                log.info("ASR dropped %.1f–%.1f s on channel %d (no-speech %.2f, log-prob %.2f, "
-                         "compression %.2f)", seg.start, seg.end, channel, seg.no_speech_prob,
-                         seg.avg_logprob, seg.compression_ratio)
-                continue
-            window = next((w for w in windows if w.start_s - 0.05 <= seg.start <= w.end_s), None)
-            lo, hi = (window.start_s, window.end_s) if window else (0.0, audio.duration_s)
-            words = []
-            for w in seg.words or ():
-                text = "".join(ch for ch in w.word if ch.isprintable()).strip()
-                if not text:
+        for group in _stretches(windows):
+            # float32 in [-1, 1] of one stretch only (the cache is int16, often hours long): a
+            # 6-hour channel as float32 would be 1.4 GB.
+            offset = group[0].start_s
+            wave = np.ascontiguousarray(audio_store.slice_mono(audio, channel, offset, group[-1].end_s))
+            segments, info = self.pipeline.transcribe(
+                wave, language=language, beam_size=1, word_timestamps=True, vad_filter=False,
+                without_timestamps=True, batch_size=batch_size, log_progress=False,
+                clip_timestamps=[{"start": w.start_s - offset, "end": w.end_s - offset} for w in group],
+            )
+            lang = str(info.language)
+            language = language or lang  # the channel keeps the language its first stretch found
+            for seg in segments:
+                if _hallucinated(seg):
+                    log.info("ASR dropped %.1f–%.1f s on channel %d (no-speech %.2f, log-prob %.2f, "
+                             "compression %.2f)", seg.start + offset, seg.end + offset, channel,
+                             seg.no_speech_prob, seg.avg_logprob, seg.compression_ratio)
                     continue
-                start, end = _snap(min(max(float(w.start), lo), hi), min(max(float(w.end), lo), hi), spans)
-                words.append(Word(round(start, 3), round(max(end, start), 3), text,
-                                  round(float(w.probability), 4)))
-            out.extend(replace(u, language=lang) for u in _utterances(words, speaker, channel,
-                                                                        lang in SPACELESS))
+                at = seg.start + offset
+                window = next((w for w in group if w.start_s - 0.05 <= at <= w.end_s), None)
+                lo, hi = (window.start_s, window.end_s) if window else (0.0, audio.duration_s)
+                words = []
+                for w in seg.words or ():
+                    text = "".join(ch for ch in w.word if ch.isprintable()).strip()
+                    if not text:
+                        continue
+                    a, b = float(w.start) + offset, float(w.end) + offset
+                    start, end = _snap(min(max(a, lo), hi), min(max(b, lo), hi), spans)
+                    words.append(Word(round(start, 3), round(max(end, start), 3), text,
+                                      round(float(w.probability), 4)))
+                out.extend(replace(u, language=lang) for u in _utterances(words, speaker, channel,
+                                                                            lang in SPACELESS))
         return out
+
+
+def _stretches(windows: list[Span]) -> list[list[Span]]:
+    """Consecutive windows grouped into stretches of at most STRETCH_S of call time."""
+    groups: list[list[Span]] = []
+    for w in windows:
+        if groups and w.end_s - groups[-1][0].start_s <= STRETCH_S:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return groups
 
 
 def _snap(start: float, end: float, spans: list[Span]) -> tuple[float, float]:
