@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
-from db.models import Recording, Segment
+from db.models import Recording, Segment, Tenant
 from db.queries import pipeline as q
 from db.queries.corrections import get_transcript
 from worker.pipeline import audio_store, prosody
@@ -56,6 +56,7 @@ class Source:
     reference_spans: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     new_references: dict[str, dict[str, Any]] = field(default_factory=dict)
     language: str | None = None  # the upload's `language`, for words our ASR did not tag
+    prior: str = "balanced"  # the tenant's class-prior preset
 
 
 def audio_version(model: EmotionModel) -> str:
@@ -84,8 +85,9 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
     if getattr(model, "uses_speaker_reference", hasattr(model, "speaker_reference")):
         for speaker in sorted(speakers - set(references)):
             spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
+    tenant = s.get(Tenant, rec.tenant_id)
     return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans,
-                  language=rec.language)
+                  language=rec.language, prior=tenant.emotion_prior if tenant is not None else "balanced")
 
 
 def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int) -> list[
@@ -144,6 +146,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             speaker_reference=_reference_for(source, plan),
             words=words,
             language=_language(words, source.language),
+            prior=source.prior,
             frames=_frames(source, plan, count) if face_frames and source.has_video else [],
         ))
         keys.append(plan.segment_id)

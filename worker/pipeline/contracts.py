@@ -105,6 +105,7 @@ class SegmentInput:
     # The language of those words (the ASR's, else the upload's `language`): the text model reads
     # English only and abstains on others.
     language: str | None = None
+    prior: str = "balanced"  # the tenant's class-prior preset (worker/pipeline/priors.py)
     frames: list[VideoFrame] = field(default_factory=list)  # video frames inside the segment
 
 

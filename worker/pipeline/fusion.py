@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from worker.pipeline import lexicon, reasoning
+from worker.pipeline import lexicon, priors, reasoning
 from worker.pipeline.contracts import EmotionModel, EmotionResult, Evidence, SegmentInput
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, valence_arousal
 
@@ -200,6 +200,8 @@ class MultimodalModel:
             scores, weights = dict(audio.scores), {"audio": 1.0}
         else:
             scores, weights = fuse(answers)
+        if seg.prior != priors.DEFAULT:
+            scores = priors.shift(scores, seg.prior)
         label = max(scores, key=scores.__getitem__)
         confidence = scores[label]
         uncertain = confidence < self.uncertain_below or (
@@ -212,8 +214,14 @@ class MultimodalModel:
         }
         if abstained is not None:
             modalities["text"] = abstained
+        if seg.prior != priors.DEFAULT:
+            # Kept with the voice entry (every prediction has one), where the dashboard and API
+            # already show each modality's answer: which prior shaped the fused label.
+            modalities["audio"]["prior"] = seg.prior
         valence, arousal = _affect(scores, audio)
         text_out = reasoning.summary(seg.role, seg.start_s, seg.end_s, evidence, label, confidence, uncertain)
+        if seg.prior != priors.DEFAULT:
+            text_out += f" [prior: {seg.prior}]"
         if uncertain:
             # A segment the model cannot place says between what, never just a label.
             first, second = sorted(scores.items(), key=lambda kv: -kv[1])[:2]
