@@ -141,6 +141,11 @@ def page_token(request: object) -> str:
     return str(getattr(request.state, "csrf_token", "")) if isinstance(request, Request) else ""
 
 
+def session_key_label(request: object) -> str:
+    """Which key the page's session was opened with, as people see keys (name and short id)."""
+    return str(getattr(request.state, "key_label", "")) if isinstance(request, Request) else ""
+
+
 def csrf_field(request: object) -> Markup:
     """The hidden input every dashboard form includes (templates: ``{{ csrf_field(request) }}``)."""
     return Markup(f'<input type="hidden" name="{FIELD}" value="{escape(page_token(request))}">')

@@ -21,7 +21,7 @@ from api.signing import session_secret, sign_token, unsign_token
 from callpulse.settings import Settings
 from db.models import ApiKey, Tenant
 from db.queries.dashboard_sessions import OpenSession, find_session
-from db.queries.tenants import scope_allows
+from db.queries.tenants import key_label, scope_allows
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,7 @@ def current_session(request: Request, db: Session, settings: Settings) -> OpenSe
         request.state.csrf_token = found.row.csrf_token
         # Pages read the scope to leave out the write actions a read-only key may not take.
         request.state.key_scope = found.key.scope
+        request.state.key_label = key_label(found.key)
     return found
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from fastapi.templating import Jinja2Templates
 
 from api.call_view import readable_evidence, reason_line
-from api.csrf import csrf_field, page_token
+from api.csrf import csrf_field, page_token, session_key_label
 from api.schemas import TimelineSegment
 from db.queries.analytics import AlertGroup, EmotionGroup
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
@@ -57,7 +57,7 @@ templates = Jinja2Templates(directory=TEMPLATES_DIR)
 templates.env.filters.update(clock=clock, percent=percent, signed=signed, colour=label_colour)
 templates.env.globals.update(LABELS=LABELS, label_colour=label_colour, csrf_field=csrf_field,
                              csrf_token=page_token, reason_line=reason_line,
-                             readable_evidence=readable_evidence)
+                             readable_evidence=readable_evidence, session_key_label=session_key_label)
 
 # --- Call timeline -------------------------------------------------------------------------------
 

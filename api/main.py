@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dashboard_views import STATIC_DIR
+from api.observability import MetricsMiddleware
+from api.observability import router as metrics_router
 from api.routes import (
     alerts,
     analytics,
@@ -24,6 +26,7 @@ from api.routes import (
     dashboard_live,
     dashboard_rules,
     dashboard_segments,
+    dashboard_webhooks,
     health,
     keys,
     live,
@@ -139,6 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)
     app.add_middleware(RequestSizeLimit, upload_limit=resolved.max_upload_bytes,
                        max_bytes=resolved.max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
+    # Outermost, so refusals of the size limit are counted too.
+    app.add_middleware(MetricsMiddleware)
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(site.router)
     app.include_router(recordings.router)
     app.include_router(transcripts.router)
@@ -165,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
     app.include_router(dashboard_rules.router)
+    app.include_router(dashboard_webhooks.router)
     # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
     app.include_router(live.router)
     live.redact_keys_in_logs()

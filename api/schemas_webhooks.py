@@ -27,6 +27,16 @@ class WebhookIn(BaseModel):
         return list(dict.fromkeys(value))
 
 
+class WebhookPatch(BaseModel):
+    """Changes to an endpoint that keep its URL and secret: a disabled endpoint receives nothing
+    until it is enabled again (events in between are not queued for it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=2000, pattern=r"^[^\x00]*$")
+
+
 class WebhookOut(BaseModel):
     id: uuid.UUID
     url: str

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -112,7 +113,22 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def use_metrics_dir() -> str:
+    """A fresh PROMETHEUS_MULTIPROC_DIR for this process tree (an operator's own is kept). It must
+    be set before prometheus_client is imported, which decides then how samples are stored, so
+    this module never imports callpulse.metrics itself."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        return folder
+    folder = tempfile.mkdtemp(prefix="callpulse-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder
+
+
 def cmd_api(args: argparse.Namespace) -> int:
+    # Before the server starts its processes: /metrics then adds up every process's samples.
+    use_metrics_dir()
     from api.http_server import serve
 
     serve(args.host, args.port, args.workers)
@@ -121,6 +137,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _apply_model_overrides(args)
+    # Before the pool forks: each pool process writes its samples where /metrics adds them up.
+    use_metrics_dir()
     from worker.celery_app import QUEUES, app
 
     queues = _csv(args.queues)

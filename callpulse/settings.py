@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # pass deletes (a first pass over years of calls spreads over several).
     retention_interval_s: float = Field(default=3600.0, gt=0)
     retention_batch: int = Field(default=500, ge=1, le=100_000)
+    # Prometheus: each `callpulse worker` serves /metrics on this port (0: not at all); the API
+    # serves /metrics on its own port.
+    worker_metrics_port: int = Field(default=9540, ge=0, le=65535)
 
     # Tenant policy default for new tenants (AI Act Art. 5(1)(f): no emotion inference on employees).
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).

@@ -175,3 +175,11 @@ def test_a_second_login_replaces_the_first_session(client: TestClient, make_tena
     with _new_client() as old:
         old.cookies.set(COOKIE_NAME, first, path="/dashboard")
         assert old.get("/dashboard/recordings").status_code == 303
+
+
+def test_pages_name_the_sessions_key_without_its_secret(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    _login(client, key)
+    page = client.get("/dashboard/recordings").text
+    assert f"test (key {_key_id(tenant_id).hex[:8]})" in page
+    assert key[4:12] not in page and key[:12] not in page

@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, update
 
 from callpulse.settings import get_settings
@@ -62,8 +63,13 @@ def test_expired_data_and_media_go_and_nothing_else(client) -> None:
     with transaction() as s:
         old_segments = list(s.scalars(select(Segment.id).where(Segment.recording_id == old)))
 
+    def deleted(kind: str) -> float:
+        return REGISTRY.get_sample_value("callpulse_retention_deleted_total", {"kind": kind}) or 0.0
+
+    before = deleted("recording"), deleted("media")
     counts = apply_retention(get_settings(), NOW)
     assert (counts.recordings_deleted, counts.media_deleted) == (1, 1)
+    assert (deleted("recording"), deleted("media")) == (before[0] + 1, before[1] + 1)  # and in metrics
 
     with transaction() as s:
         assert s.get(Recording, old) is None

@@ -233,3 +233,11 @@ def test_live_stream_keys_are_counted_like_every_other_way_in(make_tenant) -> No
                 with pytest.raises(WebSocketDisconnect) as closed:
                     ws.receive_json()
                 assert closed.value.code == code
+
+
+def test_limits_step_aside_when_redis_is_unreachable(make_tenant) -> None:
+    _, key = make_tenant()
+    with _client(auth_failures_per_ip=1, rate_limit_url="redis://127.0.0.1:1/0") as client:
+        for _ in range(3):
+            assert client.get("/v1/recordings", headers={"X-API-Key": "cpk_wrong"}).status_code == 401
+        assert client.get("/v1/recordings", headers={"X-API-Key": key}).status_code == 200

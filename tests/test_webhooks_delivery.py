@@ -89,7 +89,14 @@ def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
     [delivery_id] = rule_stages.publish_recording_event(rec_id, "recording.failed")
     # The address became private since creation (as if DNS changed): refused, given up, logged.
+    from prometheus_client import REGISTRY
+
+    failed_before = REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
+                                              {"outcome": "failed"}) or 0
     assert rule_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
+    # ... and counted in the metrics by outcome.
+    assert REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
+                                     {"outcome": "failed"}) == failed_before + 1
     time.sleep(0.2)
     assert receiver.at(path) == []
     delivery = client.get(f"/v1/webhooks/deliveries/{delivery_id}", headers=auth(key)).json()

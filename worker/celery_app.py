@@ -70,6 +70,8 @@ def make_celery() -> Celery:
 
 app = make_celery()
 
+# Task outcomes and durations, and the worker's /metrics server (connected on import).
+from worker import task_metrics  # noqa: E402,F401
 
 # Only workers that consume ingest or infer need the models; a rules/notify worker stays small.
 MODEL_QUEUES = frozenset({"ingest", "infer"})

@@ -16,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from db.queries import recordings as recordings_q
 from db.queries import retention as q
@@ -47,6 +48,8 @@ def apply_retention(settings: Settings, now: datetime | None = None) -> Retentio
                      media_days)
         counts.recordings_deleted += deleted
         counts.media_deleted += purged
+        metrics.RETENTION_DELETED.labels("recording").inc(deleted)
+        metrics.RETENTION_DELETED.labels("media").inc(purged)
     return counts
 
 

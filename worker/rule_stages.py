@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from db.models import Alert, DeliveryStatus, Recording, RecordingStatus, Rule, RuleVersion, utcnow
 from db.queries import alerts as alerts_q
@@ -129,15 +130,18 @@ def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:
             return None
         if result.ok:
             row.status, row.delivered_at = DeliveryStatus.succeeded.value, utcnow()
+            metrics.WEBHOOK_DELIVERIES.labels("succeeded").inc()
             return None
         if refused or row.attempts >= settings.webhook_max_attempts:
             row.status = DeliveryStatus.failed.value
+            metrics.WEBHOOK_DELIVERIES.labels("failed").inc()
             log.warning("webhook delivery %s given up after %d attempt(s): %s", delivery_id, row.attempts,
                         result.error)
             return None
         delay = notify.retry_delay(row.attempts, settings.webhook_backoff_base_s,
                                    settings.webhook_backoff_cap_s)
         row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        metrics.WEBHOOK_DELIVERIES.labels("retrying").inc()
         return delay
 
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from worker.pipeline import asr, fusion, segment, whisper_ct2
 from worker.pipeline.contracts import EmotionModel
@@ -32,7 +34,9 @@ def emotion_model(settings: Settings) -> EmotionModel:
             if settings.torch_threads > 0:
                 torch.set_num_threads(settings.torch_threads)
             log.info("loading emotion backend %s on %s", settings.model_backend, settings.device)
+            started = time.perf_counter()
             audio = load_backend(settings.model_backend, settings.model_path, settings.device, settings.dtype)
+            metrics.MODEL_LOAD.labels(settings.model_backend).observe(time.perf_counter() - started)
             _emotion[key] = fusion.MultimodalModel(
                 audio,
                 text=_component("text_emotion", settings.device) if settings.text_model_enabled else None,

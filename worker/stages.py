@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from callpulse import metrics
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, Segment, utcnow
 from db.queries import pipeline as q
@@ -247,6 +248,7 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
         plans = [inference_inputs.Plan(seg.id, seg.recording_id, seg.channel, seg.start_s, seg.end_s,
                                        seg.role, seg.speaker, seg.acoustics)
                  for seg in runnable if seg.recording_id in sources]
+        spans = {seg.id: seg.end_s - seg.start_s for seg in runnable}
 
     # Audio (and video frames) are read, or decoded again if the cache is gone, with no
     # transaction or lock held.
@@ -289,6 +291,9 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                     followups.evaluate_rules.append(rec.id)
     for cache in caches:
         audio_store.drop_cache(cache)
+    # Counted once committed; a prediction another worker wrote first is counted by both.
+    metrics.SEGMENTS_ANALYZED.inc(len(rows))
+    metrics.AUDIO_SECONDS.inc(sum(spans.get(row["segment_id"], 0.0) for row in rows))
     return followups
 
 

@@ -12,7 +12,15 @@ from sqlalchemy.orm import Session
 from api import rate_limit
 from api.deps import SessionDep, SettingsDep, TenantDep, validation_error
 from api.schemas import ErrorOut
-from api.schemas_webhooks import DeliveryList, DeliveryOut, WebhookCreated, WebhookIn, WebhookList, WebhookOut
+from api.schemas_webhooks import (
+    DeliveryList,
+    DeliveryOut,
+    WebhookCreated,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+    WebhookPatch,
+)
 from db.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from db.queries import webhooks as queries
 from worker import events, notify
@@ -96,6 +104,19 @@ def redeliver(session: SessionDep, tenant: TenantDep, settings: SettingsDep, del
 @router.get("/{endpoint_id}", response_model=WebhookOut, responses=ERRORS, summary="One endpoint")
 def get_endpoint(session: SessionDep, tenant: TenantDep, endpoint_id: uuid.UUID) -> WebhookOut:
     return WebhookOut.build(_tenant_endpoint(session, tenant.id, endpoint_id))
+
+
+@router.patch("/{endpoint_id}", response_model=WebhookOut, responses=ERRORS,
+              summary="Enable or disable an endpoint, or change its description")
+def patch_endpoint(session: SessionDep, tenant: TenantDep, endpoint_id: uuid.UUID, body: WebhookPatch
+                   ) -> WebhookOut:
+    endpoint = _tenant_endpoint(session, tenant.id, endpoint_id)
+    if body.enabled is not None:
+        endpoint.enabled = body.enabled
+    if body.description is not None:
+        endpoint.description = body.description
+    session.flush()
+    return WebhookOut.build(endpoint)
 
 
 @router.delete("/{endpoint_id}", status_code=status.HTTP_204_NO_CONTENT, responses=ERRORS,

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from worker.rules.conversation_rules import Context, ConversationCondition, holds
 from worker.rules.language import (
     AllOf,
     AnyOf,
@@ -50,6 +51,8 @@ class Point:
     # Transcript text of the segment; None while the pipeline has no transcripts (words → false).
     text: str | None = None
     segment_id: uuid.UUID | None = None
+    # Every turn of the call (analyzed or not), for conversation conditions; None: they are false.
+    context: Context | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,26 @@ class _Trend(_Node):
         return [_item(now, self.path, "trend", text, ref)]
 
 
+class _Conversation(_Node):
+    """silence_over, interruptions_at_least, talk_share, sentiment_trend at this point of the call."""
+
+    def __init__(self, spec: ConversationCondition, path: str) -> None:
+        self.spec, self.path = spec, path
+        self.latest: tuple[Point, str] | None = None
+
+    def step(self, point: Point) -> bool:
+        now = point.context.at(point.index, point.start_s, point.end_s) if point.context else None
+        self.value, text = holds(self.spec, now)
+        self.latest = (point, text)
+        return self.value
+
+    def evidence(self) -> list[dict[str, Any]]:
+        if not self.value or self.latest is None:
+            return []
+        point, text = self.latest
+        return [_item(point, self.path, self.spec.key, text)]
+
+
 class _Combine(_Node):
     def __init__(self, spec: AllOf | AnyOf, path: str) -> None:
         self.all = isinstance(spec, AllOf)
@@ -236,6 +259,8 @@ def _build(spec: Condition, path: str) -> _Node:
         return _Trend(spec, path)
     if isinstance(spec, AllOf | AnyOf):
         return _Combine(spec, path)
+    if isinstance(spec, ConversationCondition):
+        return _Conversation(spec, path)
     return _Not(spec, path)
 
 

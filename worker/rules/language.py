@@ -24,13 +24,15 @@ from typing import Any
 import yaml
 
 from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
+from worker.rules import conversation_rules
+from worker.rules.conversation_rules import ConversationCondition
 
 LABELS = frozenset(CANONICAL_LABELS + MAFW_EXTRA_LABELS)
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 PLAIN_METRICS = {"valence": (-1.0, 1.0), "arousal": (0.0, 1.0), "confidence": (0.0, 1.0)}
 ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 CONDITION_KEYS = ("label", "probability", "valence", "arousal", "confidence", "words", "sustained",
-                  "trend", "all", "any", "not")
+                  "trend", "all", "any", "not", *conversation_rules.KEYS)
 MAX_DEPTH = 12
 MAX_CHILDREN = 50
 # Depth and breadth caps alone still allow 50 ** 12 conditions; a few hundred keeps every rule cheap
@@ -109,7 +111,7 @@ class Not:
     condition: Condition
 
 
-Condition = LabelIs | Threshold | Words | Sustained | Trend | AllOf | AnyOf | Not
+Condition = LabelIs | Threshold | Words | Sustained | Trend | AllOf | AnyOf | Not | ConversationCondition
 
 
 @dataclass(frozen=True)
@@ -241,6 +243,8 @@ def _condition(raw: Any, path: Path, roles: Roles, problems: Problems, depth: in
         return _sustained(body, here, roles, problems, depth, tally)
     if key == "trend":
         return _trend(body, here, roles, problems)
+    if key in conversation_rules.KEYS:
+        return conversation_rules.parse(key, body, here, roles, problems)
     if key == "not":
         inner = _condition(body, here, roles, problems, depth + 1, tally)
         return Not(inner) if inner is not None else None

@@ -13,7 +13,9 @@ from sqlalchemy.orm import Session
 from db.models import Prediction, RuleVersion, Segment
 from db.queries.corrections import get_transcript
 from db.queries.recordings import timeline
+from worker.conversation import turns_from_rows
 from worker.pipeline.transcript_index import TranscriptIndex
+from worker.rules.conversation_rules import Context
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition
 
@@ -31,6 +33,8 @@ def predicted_prefix(rows: Sequence[tuple[Segment, Prediction | None]],
     earlier batch lands late. Segments that are not analyzed (role policy, inference failure)
     never block the prefix. ``texts``: each segment's transcript words (absent: no transcript)."""
     texts = texts or {}
+    context = Context(turns_from_rows(
+        rows, lambda seg: len(texts[seg.id].split()) if seg.id in texts else None))
     points: list[Point] = []
     for seg, pred in rows:
         if pred is None:
@@ -41,7 +45,7 @@ def predicted_prefix(rows: Sequence[tuple[Segment, Prediction | None]],
             index=seg.index, role=seg.role, start_s=seg.start_s, end_s=seg.end_s, label=pred.label,
             scores=pred.scores or {}, valence=pred.valence, arousal=pred.arousal,
             confidence=pred.confidence,
-            text=texts.get(seg.id), segment_id=seg.id,
+            text=texts.get(seg.id), segment_id=seg.id, context=context,
         ))
     return points
 
