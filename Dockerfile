@@ -12,6 +12,8 @@ COPY worker worker
 COPY db db
 COPY callpulse callpulse
 COPY migrations migrations
+# `callpulse train` runs the training package; the workers and the API never import it.
+COPY training training
 RUN pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" "torch==2.13.0" \
     && pip install --no-cache-dir ".${EXTRAS:+[$EXTRAS]}"
 RUN useradd --create-home --uid 10001 callpulse && mkdir -p /data/media && chown -R callpulse /data

@@ -41,7 +41,7 @@ services:
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker db callpulse migrations
+	$(BIN)/mypy api worker db callpulse migrations training
 
 pytest: install services
 	$(BIN)/python -m pytest -q

@@ -15,7 +15,7 @@ from api.call_view import readable_evidence, reason_line
 from api.csrf import csrf_field, page_token, session_key_label
 from api.schemas import TimelineSegment
 from db.queries.analytics import AlertGroup, EmotionGroup
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"

@@ -21,6 +21,9 @@ except ImportError:  # pragma: no cover - httptools is part of uvicorn[standard]
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 
+REFUSAL_LINGER_S = 0.5
+
+
 def _refusal(limit: int) -> bytes:
     body = json.dumps({"detail": f"request headers larger than {limit} bytes "
                                  "(CALLPULSE_MAX_HEADER_BYTES)"}).encode()
@@ -56,7 +59,10 @@ if HttpToolsProtocol is not None:
                     self.refused = True
                     transport: asyncio.Transport = self.transport
                     transport.write(_refusal(self.header_limit))
-                    transport.close()
+                    # Read nothing more, and close a moment later: closing with unread bytes at
+                    # once resets the connection, and the client would never see the 431.
+                    transport.pause_reading()
+                    asyncio.get_running_loop().call_later(REFUSAL_LINGER_S, transport.close)
                     return
             super().data_received(data)
 

@@ -27,14 +27,18 @@ from callpulse.settings import Settings
 from db.models import Alert, Prediction, Segment
 from db.queries.alerts import alert_context
 from db.session import transaction
-from worker import events, live_stage
-from worker.celery_app import app as celery_app
-from worker.pipeline import live_audio
-from worker.pipeline.stream_vad import StreamSegmenter, VadNet, keeps
+from worker.jobs.app import app as celery_app
+from worker.notify import events
+from worker.pipeline.media import live_audio
+from worker.pipeline.speech.stream_vad import StreamSegmenter, VadNet, keeps
+from worker.stages import live as live_stage
 
 log = logging.getLogger(__name__)
 
 INFER_TASK = "callpulse.infer_segments"
+# After the last segment event, alerts from the rules queue are looked for this long at the fast pace.
+ALERTS_FOLLOW_S = 5.0
+ALERT_ONLY_POLL_S = 2.0
 _net: VadNet | None = None
 _net_lock = threading.Lock()
 
@@ -57,7 +61,7 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 class LiveCall:
     def __init__(self, settings: Settings, opened: live_stage.Opened, send: Send | None) -> None:
-        from worker.stages import segmentation_config
+        from worker.stages.ingest import segmentation_config
 
         self.settings = settings
         self.opened = opened
@@ -112,7 +116,7 @@ class LiveCall:
         await to_thread.run_sync(self._end, disconnected)
 
     def _end(self, disconnected: bool) -> None:
-        from worker.tasks_rules import enqueue_rule_work
+        from worker.jobs.enqueue import enqueue_rule_work
 
         closed = self.segmenter.finish()
         self.writer.close()
@@ -138,8 +142,18 @@ class LiveCall:
             self.pump_task = None
 
     async def _pump(self) -> None:
+        """Reads the database only when something can be there: while segments await their
+        analysis, for a few seconds after one was sent (its alerts come from the rules queue after
+        it), and otherwise every ALERT_ONLY_POLL_S (a rule may fire on an agent's turn or a silence)."""
+        quiet_since = time.monotonic()
+        last_poll = 0.0
         while True:
-            await self.push_ready()
+            now = time.monotonic()
+            if self.pending() or now - quiet_since < ALERTS_FOLLOW_S or now - last_poll >= ALERT_ONLY_POLL_S:
+                if self.pending():
+                    quiet_since = now
+                last_poll = now
+                await self.push_ready()
             await asyncio.sleep(self.settings.live_poll_s)
 
     async def push_ready(self) -> None:

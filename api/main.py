@@ -23,6 +23,7 @@ from api.routes import (
     dashboard,
     dashboard_alerts,
     dashboard_calls,
+    dashboard_keys,
     dashboard_live,
     dashboard_rules,
     dashboard_segments,
@@ -40,7 +41,7 @@ from api.routes import (
 from api.routes.recordings import upload_too_large
 from callpulse import __version__
 from callpulse.settings import Settings, get_settings
-from worker.pipeline.decode import MediaError
+from worker.pipeline.media.decode import MediaError
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_segments.router)
     app.include_router(dashboard_rules.router)
     app.include_router(dashboard_webhooks.router)
+    app.include_router(dashboard_keys.router)
     # Calls streamed in while they happen (WebSockets); keys passed in URLs never reach the logs.
     app.include_router(live.router)
     live.redact_keys_in_logs()

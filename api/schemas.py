@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from api.schemas_quality import CorrectionOut, LastRescore, WordOut
 from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 from worker.pipeline.contracts import Word
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript_index import TranscriptIndex
 
 MAX_CHANNELS = 8
 ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")

@@ -63,3 +63,18 @@ class EmotionAnalytics(AnalyticsRange):
 
 class AlertAnalytics(AnalyticsRange):
     groups: list[AlertGroupOut]
+
+
+class ConversationGroupOut(BaseModel):
+    key: str = Field(description="The UTC day (YYYY-MM-DD), agent or queue; '(none)' when unset.")
+    calls: int = Field(description="Finished calls in the group that have conversation measures.")
+    talk_share: dict[str, float | None] = Field(description="Average share of the call per role (0..1).")
+    non_talk_share: float | None = Field(description="Average share of the call in silences over 2 s.")
+    interruptions: float | None = Field(description="Average interruptions per call.")
+    duration_s: float | None = Field(description="Average call length.")
+    sentiment: float | None = Field(description="Average customer sentiment per call (−5..+5).")
+    sentiment_trend: float | None = Field(description="Average trend of it (last quarter − first).")
+
+
+class ConversationAnalytics(AnalyticsRange):
+    groups: list[ConversationGroupOut]

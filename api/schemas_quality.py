@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from db.models import SegmentLabel
 from worker.pipeline.contracts import Word
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS, canonical
 
 LABELS = CANONICAL_LABELS + MAFW_EXTRA_LABELS
 

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from db.models import Alert, AlertState, Rule, RuleVersion
-from worker.events import AlertEvidence
+from worker.notify.events import AlertEvidence
 
 DEFINITION_HELP = (
     "The rule definition (docs/RULES.md): a mapping with `when` (the condition), optional `severity`, "

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from api.schemas import Timeline
 from db.models import Recording
 from db.queries import corrections, recordings
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript_index import TranscriptIndex
 
 
 def recording_timeline(session: Session, rec: Recording) -> Timeline:

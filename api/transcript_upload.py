@@ -9,7 +9,7 @@ from fastapi import HTTPException, UploadFile, status
 from api.deps import validation_error
 from api.schemas_quality import TranscriptOut, UtteranceOut, WordOut
 from db.models import Transcript
-from worker.pipeline import transcript
+from worker.pipeline.text import transcript
 
 
 def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: float | None, channels: int,

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import statistics
 import sys
 import time
@@ -178,7 +179,11 @@ def measure(key: str, now: datetime, samples: int, direct: bool) -> dict[str, di
 
 def _measure(client: TestClient, key: str, now: datetime, samples: int,
              results: dict[str, dict[str, float]]) -> None:
-    login = client.post("/dashboard/login", data={"api_key": key}, follow_redirects=False)
+    form = client.get("/dashboard/login")  # the login form's CSRF token, as a browser gets it
+    token = re.search(r'name="csrf_token" value="([^"]*)"', form.text)
+    assert token is not None, form.text
+    login = client.post("/dashboard/login", data={"api_key": key, "csrf_token": token.group(1)},
+                        follow_redirects=False)
     assert login.status_code == 303, login.text
     for name, url in endpoints(now):
         headers = {"X-API-Key": key} if url.startswith("/v1/") else {}

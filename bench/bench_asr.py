@@ -41,7 +41,9 @@ def main() -> int:
     from callpulse.local import analyze_files
     from callpulse.settings import Settings
     from worker import runtime, stages
-    from worker.pipeline import asr, decode, segment
+    from worker.pipeline.media import decode
+    from worker.pipeline.speech import asr
+    from worker.pipeline.speech import vad as segment
 
     call = work / "call.wav"
     build_call(args.minutes, call)

@@ -142,8 +142,8 @@ def segments(count: int, seconds: float) -> list[Any]:
     """`count` segments of `seconds` of real speech, cycling through the example call."""
     import numpy as np
 
-    from worker.pipeline import decode
     from worker.pipeline.contracts import SegmentInput
+    from worker.pipeline.media import decode
 
     audio = decode.decode(ROOT / "callpulse" / "examples" / "demo_call.ogg", 16_000)
     length = int(seconds * 16_000)
@@ -210,7 +210,7 @@ def main() -> int:
 
 
 def _measure(args: argparse.Namespace, work: Path, report: dict[str, Any]) -> int:
-    from worker.pipeline.emotion import load_backend
+    from worker.pipeline.voice.registry import load_backend
 
     wanted = args.backends.split(",")
     if "audio-classifier" in wanted:

@@ -46,8 +46,10 @@ def measure(path: Path, before: bool = False) -> dict[str, float]:
     import numpy as np
 
     from callpulse.settings import Settings
-    from worker import stages
-    from worker.pipeline import audio_store, decode, prosody, segment
+    from worker.pipeline.media import audio_store, decode
+    from worker.pipeline.speech import prosody
+    from worker.pipeline.speech import vad as segment
+    from worker.stages import ingest
 
     settings = Settings()
     vad = segment.load_model()
@@ -62,7 +64,7 @@ def measure(path: Path, before: bool = False) -> dict[str, float]:
             audio = decode.decode_to_file(path, Path(folder) / "audio16k.npy", settings.sample_rate, info,
                                           decode.DecodeLimits.from_settings(settings))
         decode_s = time.perf_counter() - t0
-        segs = segment.run(vad, audio, {0: "agent", 1: "customer"}, stages.segmentation_config(settings))
+        segs = segment.run(vad, audio, {0: "agent", 1: "customer"}, ingest.segmentation_config(settings))
         for seg in segs:
             prosody.measure(audio_store.slice_mono(audio, seg.channel, seg.start_s, seg.end_s),
                             audio.sample_rate)

@@ -131,15 +131,18 @@ async def _level(api_ws: str, key: str, pcm: Any, streams: int, stagger: float, 
 
     rng = random.Random(streams)
     outs: list[dict[str, Any]] = [{} for _ in range(streams)]
-    await asyncio.gather(*(_one_stream(f"{api_ws}/v1/live", key, pcm, rng.uniform(0, stagger), o)
-                           for o in outs))
+    done = await asyncio.gather(*(_one_stream(f"{api_ws}/v1/live", key, pcm, rng.uniform(0, stagger), o)
+                                  for o in outs), return_exceptions=True)
+    failures = [f"{type(d).__name__}: {d}" for d in done if isinstance(d, BaseException)]
+    outs = [o for o in outs if "t0" in o]
     await asyncio.sleep(3.0)  # webhooks of the last turns
     hook_lat = []
     for o in outs:
         for (rec_id, fired_at_s), at in hooks.arrivals.items():
-            if rec_id == o["recording_id"]:
+            if rec_id == o.get("recording_id"):
                 hook_lat.append(at - (o["t0"] + fired_at_s - PAD_S))
-    return {"streams": streams, "segment_event": _summary([x for o in outs for x in o["segments"]]),
+    return {"streams": streams, "dropped": len(failures), "errors": sorted(set(failures))[:3],
+            "segment_event": _summary([x for o in outs for x in o["segments"]]),
             "alert_socket": _summary([x for o in outs for x in o["alerts"]]),
             "alert_webhook": _summary(hook_lat)}
 

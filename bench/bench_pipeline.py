@@ -55,9 +55,12 @@ def main() -> int:
     from callpulse.settings import get_settings
     from db.models import Segment
     from db.session import transaction
-    from worker import runtime, stages
-    from worker.pipeline import audio_store, decode, prosody, segment
+    from worker import runtime
     from worker.pipeline.contracts import SegmentInput
+    from worker.pipeline.media import audio_store, decode
+    from worker.pipeline.speech import prosody
+    from worker.pipeline.speech import vad as segment
+    from worker.stages import ingest
 
     settings = get_settings()
     call = work / "call.wav"
@@ -87,7 +90,7 @@ def main() -> int:
     audio = decode.decode(call, settings.sample_rate)
     decode_s = time.perf_counter() - t
     t = time.perf_counter()
-    cfg = stages.segmentation_config(settings)
+    cfg = ingest.segmentation_config(settings)
     segs = segment.run(vad, audio, {0: "agent", 1: "customer"}, cfg)
     vad_s = time.perf_counter() - t
     t = time.perf_counter()

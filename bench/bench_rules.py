@@ -111,9 +111,9 @@ def bench_latency(samples: int) -> dict[str, float]:
     from db.queries import webhooks as hooks_q
     from db.queries.tenants import create_tenant
     from db.session import transaction
-    from worker import notify
-    from worker.celery_app import app
-    from worker.tasks_rules import enqueue_rule_work
+    from worker.jobs.app import app
+    from worker.jobs.enqueue import enqueue_rule_work
+    from worker.notify import webhooks as notify
 
     arrivals: dict[str, float] = {}
     arrived = threading.Condition()

@@ -82,9 +82,9 @@ def _run(args: argparse.Namespace, work: Path, url: str) -> int:
     from db.session import transaction
     from tests.support import running_worker
     from worker import runtime
-    from worker.celery_app import app
-    from worker.pipeline import audio_store, decode
+    from worker.jobs.app import app
     from worker.pipeline.contracts import SegmentInput
+    from worker.pipeline.media import audio_store, decode
 
     upgrade(url)
     redis.Redis.from_url(BROKER).flushdb()

@@ -32,10 +32,11 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    from worker.pipeline import decode
+    from training import independent
     from worker.pipeline.contracts import SegmentInput
-    from worker.pipeline.emotion import independent, load_backend
     from worker.pipeline.fusion import RARE_LABEL_MIN_CONFIDENCE, RARE_LABELS, MultimodalModel
+    from worker.pipeline.media import decode
+    from worker.pipeline.voice.registry import load_backend
 
     items = [(c.path, c.label, c.speaker) for c in independent.list_urdu(args.urdu)]
     model = MultimodalModel(load_backend("embedded", None, "cpu", "auto"))

@@ -65,7 +65,7 @@ def parse_roles(value: str) -> dict[int, str]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from callpulse.local import analyze_files, format_table
-    from worker.pipeline.asr import AsrUnavailable
+    from worker.pipeline.speech.asr import AsrUnavailable
 
     _apply_model_overrides(args)
     missing = [f for f in args.files if not Path(f).is_file()]
@@ -139,7 +139,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     _apply_model_overrides(args)
     # Before the pool forks: each pool process writes its samples where /metrics adds them up.
     use_metrics_dir()
-    from worker.celery_app import QUEUES, app
+    from worker.jobs.app import QUEUES, app
 
     queues = _csv(args.queues)
     unknown = sorted(set(queues) - set(QUEUES))
@@ -163,7 +163,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_retention(args: argparse.Namespace) -> int:
-    from worker.retention import apply_retention
+    from worker.stages.retention import apply_retention
 
     counts = apply_retention(get_settings())
     print(json.dumps(dataclasses.asdict(counts)))
@@ -171,10 +171,10 @@ def cmd_retention(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from worker import stages
-    from worker.tasks import enqueue
+    from worker.jobs.enqueue import enqueue
+    from worker.stages import sweep
 
-    followups = stages.sweep(get_settings())
+    followups = sweep.sweep(get_settings())
     enqueue(followups)
     print(json.dumps({"ingest": len(followups.ingest), "infer_batches": len(followups.infer_batches),
                       "transcribe": len(followups.transcribe), "completed": len(followups.completed)}))
@@ -223,7 +223,7 @@ def export_corrections(tenant_name: str, target: Path) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from worker.pipeline.emotion.training import main as train_main
+    from training.voice import main as train_main
 
     if "-h" in argv or "--help" in argv:
         print(TRAIN_TENANT_HELP)

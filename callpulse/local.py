@@ -18,9 +18,10 @@ from db.models import Recording, RecordingStatus
 from db.queries.corrections import put_transcript
 from db.queries.tenants import get_or_create_tenant
 from db.session import transaction
-from worker import runtime, stages
-from worker.pipeline import decode
-from worker.pipeline.transcript import TranscriptError
+from worker import runtime
+from worker.pipeline.media import decode
+from worker.pipeline.text.transcript import TranscriptError
+from worker.stages import infer, ingest, lifecycle
 
 LOCAL_TENANT = "local"
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def analyze_files(
                 put_transcript(s, rec_id, *words)
 
         try:
-            followups = stages.ingest(rec_id, settings)
+            followups = ingest.ingest(rec_id, settings)
             if followups.transcribe:  # no --transcript: words first, as a worker does
                 progress.update(n, path.name, "transcribing")
                 followups = _transcribe(rec_id, settings, progress)
@@ -125,11 +126,11 @@ def analyze_files(
             done = 0
             for batch in followups.infer_batches:
                 progress.update(n, path.name, f"segments {done}/{total}")
-                stages.infer(batch, settings, model)
+                infer.infer(batch, settings, model)
                 done += len(batch)
         except Exception as exc:  # one broken file must not end a multi-file run
             log.exception("analysis of %s failed", path)
-            stages.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
+            lifecycle.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
         result = _result(path, rec_id)
         elapsed = time.perf_counter() - started
         # Measured: the first file of a run also pays one-time warm-ups (first feature extraction,
@@ -155,9 +156,9 @@ def speed_phrase(audio_s: float, elapsed_s: float) -> str:
             "short; longer calls run faster than real time)")
 
 
-def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> stages.Followups:
+def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> lifecycle.Followups:
     """The asr stage in-process; whatever goes wrong there, the file is still analyzed by voice."""
-    from worker import asr_stage
+    from worker.stages import asr as asr_stage
 
     try:
         return asr_stage.transcribe_recording(rec_id, settings)
@@ -194,6 +195,7 @@ def _result(path: Path, recording_id: uuid.UUID) -> dict[str, Any]:
         out.update(body)
         if rec.status == RecordingStatus.failed.value:
             out["error"] = rec.error
+        out["conversation"] = rec.conversation
         return out
 
 
@@ -236,6 +238,31 @@ def _summary(segments: list[dict[str, Any]], reasons: dict[str, int]) -> list[st
     return lines
 
 
+def conversation_lines(m: dict[str, Any] | None) -> list[str]:
+    """Talk time, silences, interruptions, talk speed and the customer's sentiment in three lines
+    (docs/CONVERSATION.md)."""
+    if not m:
+        return []
+    talk = ", ".join(f"{role} {t['seconds']:.1f} s ({t['share']:.0%})" for role, t in m["talk"].items())
+    silences = m["non_talk"]["silences"]
+    lines = [f"   talk: {talk}; non-talk {m['non_talk']['total_s']:.1f} s in {len(silences)} "
+             f"silence{'s' if len(silences) != 1 else ''} over 2 s"]
+    cuts = m["interruptions"]
+    who = ", ".join(f"by {role} {n}" for role, n in cuts["by_role"].items())
+    speed = ", ".join(f"{role} {v['words_per_minute']:.0f} wpm" if v["source"] == "words"
+                      else f"{role} {v['syllables_per_s']:.1f} syllables/s"
+                      for role, v in m["talk_speed"].items())
+    lines.append(f"   interruptions: {cuts['count']}{f' ({who})' if who else ''}, overtalk "
+                 f"{cuts['total_s']:.1f} s; talk speed: {speed or '—'}")
+    feel = m["sentiment"]
+    if feel["overall"] is not None:
+        quarters = " / ".join("—" if q is None else f"{q:+.1f}" for q in feel["by_quarter"])
+        trend = "" if feel["trend"] is None else f"; trend {feel['trend']:+.1f}"
+        lines.append(f"   {feel['role']} sentiment (−5..+5): {feel['overall']:+.1f}; "
+                     f"by quarter {quarters}{trend}")
+    return lines
+
+
 def format_table(result: dict[str, Any]) -> str:
     """A readable timeline: a summary block per call, then one line per segment, its reasons
     indented beneath."""
@@ -255,6 +282,7 @@ def format_table(result: dict[str, Any]) -> str:
             reasons.setdefault(seg.get("skip_reason") or "pending", len(reasons) + 1)
     if segments:
         lines += _summary(segments, reasons)
+        lines += conversation_lines(result.get("conversation"))
         lines.append("")
     for seg in segments:
         span = f"{_clock(seg['start_s'])}–{_clock(seg['end_s'])}"

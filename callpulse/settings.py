@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     speaker_normalisation: bool = True
     speaker_reference_segments: int = Field(default=12, ge=1, le=64)
 
-    # --- Our own speech recognition (worker/pipeline/whisper_ct2.py, asr.py) ---
+    # --- Our own speech recognition (worker/pipeline/speech/whisper_ct2.py, asr.py) ---
     # Calls uploaded without a transcript get one before emotion inference, on the `asr` queue
     # (docs/TRANSCRIPTS.md): by default from the bundled multilingual Whisper-base through
     # faster-whisper (CTranslate2: int8 on CPU, float16 on CUDA). asr_model_path: any other

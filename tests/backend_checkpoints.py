@@ -19,7 +19,7 @@ CLASSIFIER_LABELS = ["neu", "hap", "sad", "ang", "fearful", "disgust", "surprise
 
 def speech_segments(count: int = 4, seconds: float = 2.0) -> list[SegmentInput]:
     """Real speech from the example call (channel 0), at absolute times in the call."""
-    from worker.pipeline import decode
+    from worker.pipeline.media import decode
 
     audio = decode.decode(EXAMPLE, 16_000)
     mono = audio.samples[0]
@@ -37,7 +37,7 @@ def speech_segments(count: int = 4, seconds: float = 2.0) -> list[SegmentInput]:
 def assert_result_contract(segment: SegmentInput, result: Any) -> None:
     """What every backend's answer for a segment must be: a canonical label, scores summing to 1, a
     confidence in [0, 1], evidence inside the segment's own span."""
-    from worker.pipeline.emotion import labels
+    from worker.pipeline import labels
 
     assert result.label in labels.CANONICAL_LABELS
     assert abs(sum(result.scores.values()) - 1.0) < 1e-6

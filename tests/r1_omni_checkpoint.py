@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.backend_checkpoints import build_omni_tokenizer
-from worker.pipeline.emotion import humanomni_layout as layout
+from worker.pipeline.voice.generative.r1_omni import layout
 
 VISION_WIDTH, LM_WIDTH, AUDIO_WIDTH, BERT_WIDTH = 24, 32, 40, 16
 IMAGE_SIZE, PATCH = 32, 8  # 4×4 patches → 2×2 = 4 tokens a frame after the connector
@@ -159,7 +159,7 @@ def build_release(root: Path, seed: int = 0, towers_inside: bool = False, sizes:
                       BertConfig.from_pretrained(dirs["bert-base-uncased"]), sizes.vision["hidden_size"],
                       sizes.whisper["d_model"])
     if towers_inside:  # the towers as the trainer had them loaded: the published tower weights
-        from worker.pipeline.emotion.r1_omni_weights import load_tower
+        from worker.pipeline.voice.generative.r1_omni.weights import load_tower
 
         load_tower(lm.model.vision_tower.vision_tower, dirs["siglip-tiny"], ("",), "SigLIP")
         load_tower(lm.model.audio_tower.audio_tower.encoder, dirs["whisper-tiny"], ("model.encoder.",),

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
 from tests.support import running_worker
-from worker import notify
+from worker.notify import webhooks as notify
 
 # Loopback receivers need the SSRF guard relaxed; retries are shortened so give-up takes seconds.
 WORKER_ENV = {
@@ -143,7 +143,7 @@ def auth(key: str) -> dict[str, str]:
 def rules_worker(broker: str, allow_loopback_targets: None) -> Iterator[subprocess.Popen[bytes]]:
     """A real worker on every queue. The threads pool loads the emotion model lazily (no per-process
     warm-up), so a module that never ingests never pays for it."""
-    from worker.celery_app import app
+    from worker.jobs.app import app
 
     app.control.purge()  # messages left by modules without a worker must not run against this one
     with running_worker("rules", ("--pool", "threads", "--concurrency", "4"), env=WORKER_ENV) as proc:

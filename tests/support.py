@@ -33,7 +33,7 @@ def running_worker(
     broker (default: the suite's). Its log goes to a file: nobody reads a pipe while it runs, and
     a full pipe would block the worker."""
     if ping_app is None:
-        from worker.celery_app import app as suite_app
+        from worker.jobs.app import app as suite_app
 
         ping_app = suite_app
     log_path = Path(tempfile.mkdtemp(prefix=f"callpulse-{name}-worker-")) / "worker.log"

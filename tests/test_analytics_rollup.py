@@ -22,7 +22,7 @@ from db.session import transaction
 from tests.conftest import PG_ADMIN_URL
 from tests.dashboard_fixtures import rescore_last_customer_segment, store_call
 from tests.support import EXAMPLE
-from worker import stages
+from worker.stages import infer, ingest
 
 ROLE_SETS: list[list[str]] = [list(analytics.SUBJECT_ROLES), ["agent"], ["customer", "agent"]]
 
@@ -63,9 +63,9 @@ def test_rollup_written_by_the_stages_equals_direct_aggregation(make_tenant) -> 
         s.flush()
         rec_id, created = rec.id, rec.created_at
     settings = get_settings()
-    followups = stages.ingest(rec_id, settings)
+    followups = ingest.ingest(rec_id, settings)
     assert followups.infer_batches
-    completed = [r for batch in followups.infer_batches for r in stages.infer(batch, settings).completed]
+    completed = [r for batch in followups.infer_batches for r in infer.infer(batch, settings).completed]
     assert completed == [rec_id]
 
     with transaction() as s:

@@ -158,7 +158,7 @@ def test_upload_stereo_call_is_stored_and_enqueued(client: TestClient, tenant: A
 
 
 def test_ingest_task_name_matches_the_worker() -> None:
-    tasks = pytest.importorskip("worker.tasks")
+    tasks = pytest.importorskip("worker.jobs.ingest")
     assert tasks.ingest_recording.name == recordings_route.INGEST_TASK
 
 

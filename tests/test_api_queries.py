@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select
 from api.main import create_app
 from db.models import Prediction, Recording, Segment
 from db.session import get_engine, transaction
-from worker.pipeline import audio_store
+from worker.pipeline.media import audio_store
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

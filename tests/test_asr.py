@@ -30,10 +30,13 @@ from db.queries.corrections import put_transcript
 from db.session import transaction
 from tests.asr_checkpoint import build_whisper
 from tests.support import EXAMPLE, running_worker
-from worker import asr_stage, stages
-from worker.pipeline import asr, decode, transcript
 from worker.pipeline.contracts import DecodedAudio
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.media import decode
+from worker.pipeline.speech import asr
+from worker.pipeline.text import transcript
+from worker.pipeline.text.transcript_index import TranscriptIndex
+from worker.stages import asr as asr_stage
+from worker.stages import infer, ingest, sweep
 
 ROLES = {0: "agent", 1: "customer"}
 
@@ -88,7 +91,7 @@ def _check_rows(rows: list[dict], duration_s: float, channels: int, roles: dict[
 
 def test_transcribe_real_speech_per_channel(model: asr.AsrModel, call_audio: DecodedAudio) -> None:
     from worker import runtime
-    from worker.pipeline import segment
+    from worker.pipeline.speech import vad as segment
 
     speech = [asr.Span(s.channel, s.start_s, s.end_s) for s in
               segment.run(runtime.vad_model(), call_audio, ROLES, segment.SegmentationConfig())]
@@ -197,7 +200,7 @@ def test_stage_transcribes_before_inference(make_tenant, stereo_call: Path, whis
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call)
 
-    segmented = stages.ingest(rec_id, settings)
+    segmented = ingest.ingest(rec_id, settings)
     assert segmented.transcribe == [rec_id] and not segmented.infer_batches, "words before emotion"
 
     after = asr_stage.transcribe_recording(rec_id, settings)
@@ -216,7 +219,7 @@ def test_stage_transcribes_before_inference(make_tenant, stereo_call: Path, whis
     assert [i for b in again.infer_batches for i in b] == segment_ids
 
     for batch in after.infer_batches:
-        stages.infer(batch, settings)
+        infer.infer(batch, settings)
     with transaction() as s:
         assert s.get(Recording, rec_id).status == RecordingStatus.done.value  # type: ignore[union-attr]
     assert asr_stage.transcribe_recording(rec_id, settings).infer_batches == []  # final: nothing to do
@@ -230,7 +233,7 @@ def test_client_transcript_means_no_asr(make_tenant, stereo_call: Path, whisper_
              "words": [[1.0, 1.4, "hello"], [1.5, 2.0, "there"]]}]
     with transaction() as s:
         put_transcript(s, rec_id, "json", rows)
-    followups = stages.ingest(rec_id, settings)
+    followups = ingest.ingest(rec_id, settings)
     assert not followups.transcribe and followups.infer_batches
     # Even a stray asr message keeps the client's words.
     asr_stage.transcribe_recording(rec_id, settings)
@@ -242,9 +245,9 @@ def test_missing_model_analyzes_without_words(make_tenant, stereo_call: Path, tm
     settings = _settings(tmp_path / "no-such-whisper")
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call)
-    assert stages.ingest(rec_id, settings).transcribe == [rec_id]
+    assert ingest.ingest(rec_id, settings).transcribe == [rec_id]
 
-    with caplog.at_level(logging.ERROR, logger="worker.asr_stage"):
+    with caplog.at_level(logging.ERROR, logger="worker.stages.asr"):
         followups = asr_stage.transcribe_recording(rec_id, settings)
     assert "without words" in caplog.text and "no-such-whisper" in caplog.text
     assert sum(len(b) for b in followups.infer_batches) == 3
@@ -258,7 +261,7 @@ def test_attempts_bound_a_crashing_transcription(make_tenant, stereo_call: Path,
     settings = _settings(tmp_path / "never-loaded")
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call)
-    stages.ingest(rec_id, settings)
+    ingest.ingest(rec_id, settings)
     with transaction() as s:
         s.execute(update(Recording).where(Recording.id == rec_id).values(attempts=settings.max_attempts))
     # Over the budget: inference goes ahead at once, without even loading the model.
@@ -270,11 +273,11 @@ def test_sweep_redrives_a_call_waiting_for_asr(make_tenant, stereo_call: Path, w
     settings = _settings(whisper_dir)
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call)
-    stages.ingest(rec_id, settings)  # its asr message is then "lost"
+    ingest.ingest(rec_id, settings)  # its asr message is then "lost"
     with transaction() as s:
         s.execute(update(Recording).where(Recording.id == rec_id)
                   .values(updated_at=utcnow() - timedelta(seconds=settings.stuck_after_s + 60)))
-    followups = stages.sweep(settings)
+    followups = sweep.sweep(settings)
     assert rec_id in followups.transcribe, "re-driven through ASR, not straight to inference"
     with transaction() as s:
         rec = s.get(Recording, rec_id)
@@ -285,7 +288,7 @@ def test_sweep_redrives_a_call_waiting_for_asr(make_tenant, stereo_call: Path, w
     with transaction() as s:
         s.execute(update(Recording).where(Recording.id == rec_id)
                   .values(updated_at=utcnow() - timedelta(seconds=settings.stuck_after_s + 60)))
-    followups = stages.sweep(settings)
+    followups = sweep.sweep(settings)
     assert rec_id not in followups.transcribe and followups.infer_batches
 
 

@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 
 from tests.support import EXAMPLE
-from worker.pipeline import asr, decode, segment, whisper_ct2
 from worker.pipeline.contracts import DecodedAudio
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.media import decode
+from worker.pipeline.speech import asr, whisper_ct2
+from worker.pipeline.speech import vad as segment
+from worker.pipeline.text.transcript_index import TranscriptIndex
 
 ROLES = {0: "agent", 1: "customer"}
 # The Rainbow Passage (public text), read by VCTK p240 (agent, 0.4 s) and p260 (customer, 6.0 s).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.pipeline.emotion.answer_parsing import UNKNOWN, label_from_text, parse_generation
+from worker.pipeline.voice.generative.answer_parsing import UNKNOWN, label_from_text, parse_generation
 
 GOOD = (
     "<think>The speaker's voice rises sharply and the pace quickens; she repeats that the refund was "

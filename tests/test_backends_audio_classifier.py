@@ -11,8 +11,9 @@ import pytest
 pytest.importorskip("transformers")
 
 from tests.backend_checkpoints import CLASSIFIER_LABELS, build_audio_classifier, speech_segments
-from worker.pipeline.emotion import BackendUnavailable, labels, load_backend
-from worker.pipeline.emotion.audio_classifier import AudioClassifierModel
+from worker.pipeline import labels
+from worker.pipeline.voice.audio_classifier import AudioClassifierModel
+from worker.pipeline.voice.registry import BackendUnavailable, load_backend
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_version_hashes_every_shard(checkpoint: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoFeatureExtractor, AutoModelForAudioClassification
 
-    from worker.pipeline.emotion.hf_common import checkpoint_version
+    from worker.pipeline.hf_common import checkpoint_version
 
     def weights_hash(path: Path) -> str:
         return checkpoint_version(path).split("@")[1]

@@ -11,9 +11,10 @@ import pytest
 pytest.importorskip("transformers")
 
 from tests.backend_checkpoints import assert_result_contract, build_omni, speech_segments
+from worker.pipeline import labels
 from worker.pipeline.contracts import SegmentInput
-from worker.pipeline.emotion import labels, load_backend
-from worker.pipeline.emotion.omni import AUDIO_WINDOW_S, OmniEmotionModel, audio_token_count
+from worker.pipeline.voice.generative.omni import AUDIO_WINDOW_S, OmniEmotionModel, audio_token_count
+from worker.pipeline.voice.registry import load_backend
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_label_probabilities_read_from_the_answer_token(model: OmniEmotionModel)
 
 def test_recorder_sees_what_the_decoder_chose_from(model: OmniEmotionModel, monkeypatch) -> None:
     """During real generation the recorder keeps, per step and row, the label tokens' probabilities."""
-    from worker.pipeline.emotion import generative
+    from worker.pipeline.voice.generative import common as generative
 
     recorders: list[generative.LabelProbabilityRecorder] = []
 
@@ -176,7 +177,7 @@ def test_video_frames_go_into_the_prompt(model: OmniEmotionModel) -> None:
     assert mixed[1].reasoning_text == model.predict([plain[1]])[0].reasoning_text
     # 320×240 fits in FRAME_MAX_PIXELS; sides round to multiples of 28 px (14 px patches merged 2×2):
     # 252×308 px → 18×22 patches → 99 tokens.
-    from worker.pipeline.emotion.omni import FRAME_MAX_PIXELS
+    from worker.pipeline.voice.generative.omni import FRAME_MAX_PIXELS
 
     grid = model.image_processor(images=[frames[0].image], return_tensors="pt",
                                  size={"shortest_edge": 56 * 56, "longest_edge": FRAME_MAX_PIXELS})

@@ -18,15 +18,15 @@ pytest.importorskip("transformers")
 from tests.backend_checkpoints import assert_result_contract, speech_segments
 from tests.r1_omni_checkpoint import AUDIO_WIDTH, BERT_WIDTH, LM_WIDTH, VISION_WIDTH, build_release
 from worker.pipeline.contracts import SegmentInput, VideoFrame
-from worker.pipeline.emotion import BackendUnavailable, load_backend
-from worker.pipeline.emotion import humanomni_layout as layout
-from worker.pipeline.emotion.r1_omni import (
+from worker.pipeline.voice.generative.r1_omni import layout
+from worker.pipeline.voice.generative.r1_omni.model import (
     AUDIO,
     INSTRUCTION,
     VIDEO,
     CheckpointMismatch,
     R1OmniEmotionModel,
 )
+from worker.pipeline.voice.registry import BackendUnavailable, load_backend
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def _mlp(prefix: str, c_in: int, c_out: int) -> dict[str, tuple[int, ...]]:
 
 def test_connector_keys_are_the_releases(model: R1OmniEmotionModel) -> None:
     """The all_in_one_small connector's parameter names and shapes, written out from the release's
-    constructor independently of humanomni_layout: a renamed module here breaks loading there."""
+    constructor independently of r1_omni/layout.py: a renamed module here breaks loading there."""
     expected: dict[str, tuple[int, ...]] = {}
     for branch in ("video", "body"):
         expected |= _regstage(f"s1_{branch}", VISION_WIDTH, LM_WIDTH)
@@ -243,7 +243,7 @@ def test_missing_companion_directory_is_explained(release: Path, tmp_path: Path)
 
 def test_infer_stage_samples_the_models_frame_count(model: R1OmniEmotionModel) -> None:
     from callpulse.settings import Settings
-    from worker.inference_inputs import frame_count, wants_frames
+    from worker.stages.inference_inputs import frame_count, wants_frames
 
     settings = Settings(frames_per_segment=3)
     assert wants_frames(model) and frame_count(model, settings) == 8

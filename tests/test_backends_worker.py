@@ -23,14 +23,14 @@ from db.session import transaction
 from tests.backend_checkpoints import EXAMPLE, build_audio_classifier, build_omni
 from tests.r1_omni_checkpoint import build_release
 from tests.support import FACE_SAMPLE, running_worker
-from worker.celery_app import QUEUES, TASK_ROUTES
-from worker.pipeline.emotion import labels
+from worker.jobs.app import QUEUES, TASK_ROUTES
+from worker.pipeline import labels
 
 BROKER = os.environ.get("CALLPULSE_TEST_BACKENDS_BROKER", "redis://127.0.0.1:6379/11")
 
 
 def _sender() -> Celery:
-    """A client app routed exactly like worker.celery_app, but on this module's broker."""
+    """A client app routed exactly like worker.jobs.app, but on this module's broker."""
     app = Celery("callpulse-backends-test", broker=BROKER)
     exchange = Exchange("callpulse", type="direct")
     app.conf.update(task_queues=[Queue(q, exchange, routing_key=q) for q in QUEUES],

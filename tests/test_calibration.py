@@ -1,4 +1,4 @@
-"""Temperature scaling and ECE (worker/pipeline/calibration.py) on data with a known miscalibration,
+"""Temperature scaling and ECE (training/calibration.py) on data with a known miscalibration,
 plus the calibration recorded beside every shipped model."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.support import ROOT
-from worker.pipeline.calibration import expected_calibration_error, fit_temperature, nll, softmax
+from training.calibration import expected_calibration_error, fit_temperature, nll, softmax
 
 
 def _overconfident(n: int = 4000, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,14 @@ def test_analyze_json_lines_embedded_mode(tmp_path: Path) -> None:
 
     stereo, mono_result, failed = lines
     assert stereo["status"] == "done" and 35 < stereo["duration_s"] < 37
+    # Conversation measures come with every call, in JSON and as the table's summary block.
+    talk = stereo["conversation"]["talk"]
+    assert set(talk) == {"agent", "customer"} and all(t["seconds"] > 3 for t in talk.values())
+    from callpulse.local import format_table
+
+    table = format_table(stereo)
+    assert "   talk: agent" in table and "interruptions: 0" in table
+    assert "customer sentiment (−5..+5)" in table
     roles = {s["role"] for s in stereo["segments"]}
     assert roles == {"agent", "customer"}
     for seg in stereo["segments"]:

@@ -16,8 +16,10 @@ from db.models import Recording
 from db.session import transaction
 from tests.live_support import pcm16
 from tests.support import EXAMPLE
-from worker import conversation, events, stages
+from worker import conversation
 from worker.conversation import Turn
+from worker.notify import events
+from worker.stages import infer, ingest
 
 RATE = 16000
 
@@ -83,8 +85,8 @@ def test_measures_on_a_built_call_of_real_speech(make_tenant, built_call: Path) 
         s.flush()
         rec_id = rec.id
     settings = get_settings()
-    for batch in stages.ingest(rec_id, settings).infer_batches:
-        stages.infer(batch, settings)
+    for batch in ingest.ingest(rec_id, settings).infer_batches:
+        infer.infer(batch, settings)
     with transaction() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None and rec.status == "done"

@@ -20,7 +20,7 @@ from db.models import ApiKey, Prediction, Recording, Segment
 from db.queries.corrections import put_transcript, set_label
 from db.session import transaction
 from tests.dashboard_fixtures import csrf_token, login_form_token, store_call
-from worker.pipeline.transcript import parse_transcript, to_rows
+from worker.pipeline.text.transcript import parse_transcript, to_rows
 
 
 @pytest.fixture

@@ -1,6 +1,8 @@
 """The supervisor workspace in a real browser (Chromium through Playwright, a real `callpulse api`):
 acknowledging and resolving alerts with a note from the feed and from the call page, correcting a
-segment's label in place, `/docs` rendering with every request outside this host blocked, `/`
+segment's label in place, writing a rule (a validation error, fixed, backtested, saved), a
+read-only session without write actions, revoking a key ending its session, labels, focus and
+tablet width on every page, `/docs` rendering with every request outside this host blocked, `/`
 leading to the dashboard.
 Screenshots at 1280×800 and tablet width go to test-artifacts/."""
 
@@ -178,3 +180,69 @@ def test_write_a_rule_fix_its_error_backtest_and_save(server: str, browser, make
     expect(row.locator("[data-cell='state']")).to_contain_text("disabled")
     bf.shoot(page, "rules")
     context.close()
+
+
+def _key(tenant_id, scope: str, name: str) -> str:
+    from db.queries.tenants import create_api_key
+    from db.session import transaction
+
+    with transaction() as s:
+        return create_api_key(s, tenant_id, name, scope=scope)[1]
+
+
+UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+  .filter((e) => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                 && !e.getAttribute('aria-labelledby'))
+  .map((e) => e.name || e.id)"""
+
+
+def test_read_only_session_then_revoked_and_pages_accessible(server: str, browser, make_tenant) -> None:
+    tenant_id, _ = make_tenant()
+    admin_key, read_key = _key(tenant_id, "admin", "ops lead"), _key(tenant_id, "read", "wallboard")
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
+                                                           ("customer", "angry", 4.0, -0.6)])
+    store_alert(tenant_id, rec_id)
+
+    admin = browser.new_context(viewport={"width": 1280, "height": 800})
+    admin_page = admin.new_page()
+    bf.login(admin_page, server, admin_key, "/dashboard/rules/new")
+    admin_page.get_by_label("Name").fill("Angry customer")
+    admin_page.get_by_role("button", name="Create rule").click()
+    rule_path = admin_page.url.split(server)[1].split("?")[0]
+    pages = ["/dashboard", "/dashboard/recordings", f"/dashboard/recordings/{rec_id}", "/dashboard/alerts",
+             "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
+    # Every control has a label, the first Tab reaches the skip link, nothing overflows a tablet.
+    for path in pages:
+        admin_page.goto(f"{server}{path}")
+        assert admin_page.evaluate(UNLABELLED) == [], path
+        admin_page.keyboard.press("Tab")
+        assert admin_page.evaluate("() => document.activeElement.textContent") == "Skip to content", path
+        admin_page.set_viewport_size({"width": 800, "height": 1100})
+        overflow = admin_page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{path} is {overflow} px wider than a tablet"
+        admin_page.set_viewport_size({"width": 1280, "height": 800})
+    bf.shoot(admin_page, "keys")
+
+    viewer = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = viewer.new_page()
+    bf.login(page, server, read_key, "/dashboard/alerts")
+    for path in pages[:-1]:
+        page.goto(f"{server}{path}")
+        forms = page.locator("main form[method='post']")
+        if path == rule_path:  # trying a rule stores nothing: a backtest is all a viewer may do
+            expect(page.get_by_role("button", name="Backtest")).to_be_visible()
+            expect(page.get_by_role("button", name=re.compile("Save|Create"))).to_have_count(0)
+        else:
+            expect(forms).to_have_count(0)
+    expect(page.get_by_role("link", name="Keys")).to_have_count(0)
+    bf.shoot(page, "read-only-call")
+
+    # The admin revokes the viewer's key: the viewer's next page is the login form.
+    admin_page.goto(f"{server}/dashboard/keys")
+    admin_page.get_by_role("button", name="Revoke wallboard").click()
+    state = admin_page.locator("#keys tr", has_text="wallboard").locator("[data-cell='state']")
+    expect(state).to_contain_text("revoked")
+    page.goto(f"{server}/dashboard/alerts")
+    assert "/dashboard/login" in page.url
+    admin.close()
+    viewer.close()

@@ -286,7 +286,7 @@ def test_calls_search_by_call_id_and_words(client: TestClient, make_tenant) -> N
 
     from db.models import Recording
     from db.queries.corrections import put_transcript
-    from worker.pipeline.transcript import parse_transcript, to_rows
+    from worker.pipeline.text.transcript import parse_transcript, to_rows
 
     tenant_id, key = make_tenant()
     now = datetime.now(UTC)

@@ -32,7 +32,7 @@ def test_compose_declares_the_stack() -> None:
 
     # Our own ASR: the GPU worker consumes the asr queue with a local Whisper checkpoint; whether calls
     # go there is decided where ingest and the sweep run, so every worker sees CALLPULSE_ASR_ENABLED.
-    from worker.celery_app import QUEUES
+    from worker.jobs.app import QUEUES
 
     assert "asr" in gpu_queues and set(gpu_queues) <= set(QUEUES)
     assert gpu["environment"]["CALLPULSE_ASR_MODEL_PATH"].startswith("/models/")

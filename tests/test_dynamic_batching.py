@@ -12,7 +12,7 @@ from callpulse.settings import get_settings
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
-from worker import stages
+from worker.stages import infer, ingest, lifecycle
 
 
 def _upload(client, key: str, path) -> uuid.UUID:
@@ -35,14 +35,14 @@ def test_one_task_runs_segments_of_several_recordings(client, make_tenant, stere
     broken, _ = seed_recording(tenant_id, [("customer", "neutral", 0.6, 0.0)], predicted=0)
     base = get_settings().model_copy(update={"text_model_enabled": False, "face_model_enabled": False})
     first, second = _upload(client, key, stereo_call), _upload(client, key, stereo_call)
-    own = stages.ingest(first, base).infer_batches
-    others = stages.ingest(second, base).infer_batches
+    own = ingest.ingest(first, base).infer_batches
+    others = ingest.ingest(second, base).infer_batches
     assert [len(b) for b in own] == [3] and [len(b) for b in others] == [3]
 
     # Large enough for whatever other tests left waiting in this database (seeded recordings whose
     # media does not exist are borrowed too, and skipped without failing this task).
     batching = base.model_copy(update={"infer_max_batch": 4096, "infer_max_wait_ms": 50})
-    followups = stages.infer(own[0], batching)
+    followups = infer.infer(own[0], batching)
     # Both calls were scored in that one task, and both are finished by it.
     assert _predicted(first) == 3 and _predicted(second) == 3
     assert {first, second} <= set(followups.completed)
@@ -51,7 +51,7 @@ def test_one_task_runs_segments_of_several_recordings(client, make_tenant, stere
     assert statuses == {"done"}
     assert _predicted(broken) == 0  # skipped; its own task will record what is wrong with it
     # The second call's own message arrives later and finds nothing to do.
-    assert stages.infer(others[0], base) == stages.Followups()
+    assert infer.infer(others[0], base) == lifecycle.Followups()
 
 
 def test_without_batching_a_task_runs_only_its_own_segments(client, make_tenant, stereo_call, broker) -> None:
@@ -59,7 +59,7 @@ def test_without_batching_a_task_runs_only_its_own_segments(client, make_tenant,
     base = get_settings().model_copy(update={"text_model_enabled": False, "face_model_enabled": False,
                                              "infer_max_batch": 0})
     first, second = _upload(client, key, stereo_call), _upload(client, key, stereo_call)
-    own = stages.ingest(first, base).infer_batches
-    stages.ingest(second, base)
-    stages.infer(own[0], base)
+    own = ingest.ingest(first, base).infer_batches
+    ingest.ingest(second, base)
+    infer.infer(own[0], base)
     assert _predicted(first) == 3 and _predicted(second) == 0

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.pipeline import prosody, reasoning
+from worker.pipeline import labels, reasoning
 from worker.pipeline.contracts import Acoustics, EmotionResult, SegmentInput
-from worker.pipeline.emotion import CANONICAL_LABELS, BackendUnavailable, labels, load_backend
-from worker.pipeline.emotion import classifier as ser_classifier
+from worker.pipeline.speech import prosody
+from worker.pipeline.voice.embedded import classifier as ser_classifier
+from worker.pipeline.voice.registry import CANONICAL_LABELS, BackendUnavailable, load_backend
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "callpulse" / "examples"

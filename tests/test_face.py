@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 from worker.pipeline.contracts import VideoFrame
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
-from worker.pipeline.face import (
+from worker.pipeline.face.expression import (
     DEFAULT_WEIGHTS,
     FaceDetector,
     FaceExpressionModel,
@@ -22,6 +21,7 @@ from worker.pipeline.face import (
     load_model,
     sample_frames,
 )
+from worker.pipeline.labels import CANONICAL_LABELS
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "face_sample.jpg"

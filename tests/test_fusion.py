@@ -7,8 +7,8 @@ import pytest
 
 from worker.pipeline import reasoning
 from worker.pipeline.contracts import Evidence, SegmentInput, Word
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
 from worker.pipeline.fusion import ModalityAnswer, MultimodalModel, fuse
+from worker.pipeline.labels import CANONICAL_LABELS
 
 
 def _scores(top: str, p: float) -> dict[str, float]:
@@ -93,7 +93,7 @@ def test_voice_only_keeps_the_voice_answer_and_flags_doubt_by_the_setting() -> N
 
 
 def test_speaker_normalisation_can_be_switched_off_and_is_another_version() -> None:
-    from worker.pipeline.emotion.embedded import load_model
+    from worker.pipeline.voice.embedded.model import load_model
 
     voice = load_model()
     clip = np.random.default_rng(0).normal(0, 0.1, 32000).astype(np.float32)
@@ -110,7 +110,7 @@ def test_speaker_normalisation_can_be_switched_off_and_is_another_version() -> N
 
 def test_a_component_that_cannot_load_retries_the_task_instead_of_failing_segments() -> None:
     from worker.pipeline.fusion import ComponentUnavailable, Lazy
-    from worker.stages import _predict_isolating_failures
+    from worker.stages.infer import _predict_isolating_failures
 
     def broken() -> None:
         raise OSError("encoder files missing")

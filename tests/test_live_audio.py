@@ -9,9 +9,10 @@ import pytest
 
 from tests.live_support import pcm16
 from tests.support import EXAMPLE
-from worker.pipeline import live_audio, segment
 from worker.pipeline.contracts import DecodedAudio
-from worker.pipeline.stream_vad import StreamSegmenter, VadNet
+from worker.pipeline.media import live_audio
+from worker.pipeline.speech import vad as segment
+from worker.pipeline.speech.stream_vad import StreamSegmenter, VadNet
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from db.models import Recording
 from db.session import transaction
 from tests.support import EXAMPLE, ROOT, running_worker
-from worker.pipeline import decode
+from worker.pipeline.media import decode
 
 
 def _ffmpeg(*args: str) -> None:

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from callpulse import metrics
 from callpulse.settings import get_settings
 from tests.support import running_worker
-from worker import stages
+from worker.stages import infer, ingest
 
 
 @pytest.fixture
@@ -92,9 +92,9 @@ def test_pipeline_counts_segments_audio_and_model_load(make_tenant, stereo_call,
         s.add(rec)
         s.flush()
         rec_id = rec.id
-    followups = stages.ingest(rec_id, settings)
+    followups = ingest.ingest(rec_id, settings)
     for batch in followups.infer_batches:
-        stages.infer(batch, settings)
+        infer.infer(batch, settings)
     with transaction() as s:
         spans = s.execute(select(func.count(), func.sum(Segment.end_s - Segment.start_s))
                           .select_from(Prediction).join(Segment)
@@ -114,7 +114,7 @@ def _free_port() -> int:
 
 
 def test_worker_serves_task_metrics_of_its_pool(broker: str) -> None:
-    from worker.celery_app import app
+    from worker.jobs.app import app
 
     port = _free_port()
     env = {"CALLPULSE_WORKER_METRICS_PORT": str(port)}
@@ -125,8 +125,11 @@ def test_worker_serves_task_metrics_of_its_pool(broker: str) -> None:
         series = 'callpulse_tasks_total{outcome="success",task="callpulse.notify.sweep_deliveries"}'
         deadline, text = time.monotonic() + 60, ""
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-                text = resp.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+                    text = resp.read().decode()
+            except OSError as exc:  # the server thread may still be starting on a loaded machine
+                text = f"metrics port {port} not answering: {exc}"
             if _value(text, series):
                 break
             time.sleep(0.5)

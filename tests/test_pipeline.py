@@ -19,8 +19,8 @@ from callpulse.settings import get_settings
 from db.models import Prediction, Recording, Segment, utcnow
 from db.session import transaction
 from tests.support import running_worker
-from worker import stages
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS
+from worker.stages import infer, ingest, sweep
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,8 @@ def test_upload_to_timeline_through_real_worker(client, make_tenant, celery_work
         assert "AI Act" in seg["skip_reason"]
 
     # Duplicate delivery of both tasks through the broker changes nothing.
-    from worker.tasks import infer_segments, ingest_recording
+    from worker.jobs.infer import infer_segments
+    from worker.jobs.ingest import ingest_recording
 
     before = _counts(uuid.UUID(rec_id))
     ingest_recording.delay(rec_id)
@@ -110,21 +111,21 @@ def test_stages_are_idempotent_when_rerun(make_tenant, stereo_call, media_dir) -
     rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
     settings = get_settings()
 
-    first = stages.ingest(rec_id, settings)
+    first = ingest.ingest(rec_id, settings)
     segs, preds = _counts(rec_id)
     assert segs == 6 and preds == 0
     assert sum(len(b) for b in first.infer_batches) == 3  # customer segments only
 
     # A redelivered ingest after segmentation committed: no new segments, the same pending work.
-    again = stages.ingest(rec_id, settings)
+    again = ingest.ingest(rec_id, settings)
     assert _counts(rec_id) == (6, 0)
     assert again.infer_batches == first.infer_batches
 
     batch = first.infer_batches[0]
-    done = stages.infer(batch, settings)
+    done = infer.infer(batch, settings)
     assert done.completed == [rec_id]
     assert _counts(rec_id) == (6, 3)
-    assert stages.infer(batch, settings).completed == []  # re-run: nothing missing, nothing written
+    assert infer.infer(batch, settings).completed == []  # re-run: nothing missing, nothing written
     assert _counts(rec_id) == (6, 3)
     with transaction() as s:
         rec = s.get(Recording, rec_id)
@@ -138,13 +139,13 @@ def test_sweep_requeues_stuck_recording_and_never_fails_a_waiting_one(make_tenan
     settings = get_settings()
     for _ in range(settings.max_attempts + 2):
         _age(rec_id, settings.stuck_after_s + 5)
-        assert rec_id in stages.sweep(settings).ingest
+        assert rec_id in sweep.sweep(settings).ingest
         with transaction() as s:
             rec = s.get(Recording, rec_id)
             # Waiting in a queue is no fault: still received, no attempt spent.
             assert rec is not None and rec.status == "received" and rec.attempts == 0
     # A recording that moved recently is left alone: at most one re-enqueue per stuck_after_s.
-    assert rec_id not in stages.sweep(settings).ingest
+    assert rec_id not in sweep.sweep(settings).ingest
 
 
 def test_ingest_gives_up_after_max_started_attempts(make_tenant, stereo_call) -> None:
@@ -157,7 +158,7 @@ def test_ingest_gives_up_after_max_started_attempts(make_tenant, stereo_call) ->
         rec = s.get(Recording, rec_id)
         assert rec is not None
         rec.attempts = settings.max_attempts
-    followups = stages.ingest(rec_id, settings)
+    followups = ingest.ingest(rec_id, settings)
     assert followups.failed == [rec_id] and not followups.infer_batches
     with transaction() as s:
         rec = s.get(Recording, rec_id)
@@ -171,7 +172,7 @@ def test_unlabelled_stereo_call_analyzes_no_channel(make_tenant, stereo_call) ->
     segment says how to get the customer analyzed."""
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call, {})
-    followups = stages.ingest(rec_id, get_settings())
+    followups = ingest.ingest(rec_id, get_settings())
     assert followups.infer_batches == [] and followups.completed == [rec_id]
     with transaction() as s:
         segs = s.scalars(select(Segment).where(Segment.recording_id == rec_id)).all()
@@ -189,7 +190,7 @@ def _age(rec_id: uuid.UUID, seconds: float) -> None:
 def test_media_lost_after_acceptance_fails_with_reason(make_tenant, tmp_path) -> None:
     tenant_id, _ = make_tenant()
     rec_id = _recording(tenant_id, tmp_path / "gone.wav", {})
-    stages.ingest(rec_id, get_settings())
+    ingest.ingest(rec_id, get_settings())
     with transaction() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None and rec.status == "failed"
@@ -211,13 +212,13 @@ def test_segment_that_keeps_killing_inference_is_given_up(make_tenant, stereo_ca
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
     settings = get_settings()
-    batch = stages.ingest(rec_id, settings).infer_batches[0]
+    batch = ingest.ingest(rec_id, settings).infer_batches[0]
     poisoned = batch[0]
     with transaction() as s:
         seg = s.get(Segment, poisoned)
         assert seg is not None
         seg.infer_attempts = settings.max_attempts  # as if it had crashed the worker that often
-    followups = stages.infer(batch, settings)
+    followups = infer.infer(batch, settings)
     assert followups.completed == [rec_id]
     assert _counts(rec_id) == (6, 2)
     with transaction() as s:
@@ -230,20 +231,20 @@ def test_segment_that_keeps_killing_inference_is_given_up(make_tenant, stereo_ca
 def test_sweep_publishes_a_lost_completion_event_once(make_tenant, stereo_call) -> None:
     """Outbox: a done recording whose recording.completed was never published (its message was
     lost after the final commit) is handed to the final rule pass by the sweep, then no more."""
-    from worker import rule_stages
+    from worker.stages import rules as rule_stages
 
     tenant_id, _ = make_tenant(["customer"])
     rec_id = _recording(tenant_id, stereo_call, {"0": "customer", "1": "agent"})
     settings = get_settings()
-    for batch in stages.ingest(rec_id, settings).infer_batches:
-        stages.infer(batch, settings)
+    for batch in ingest.ingest(rec_id, settings).infer_batches:
+        infer.infer(batch, settings)
     with transaction() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None and rec.status == "done" and rec.final_event_at is None
         rec.completed_at = utcnow() - timedelta(seconds=settings.stuck_after_s + 5)
-    assert rec_id in stages.sweep(settings).completed
+    assert rec_id in sweep.sweep(settings).completed
     rule_stages.evaluate_recording(rec_id, final=True)  # what the enqueued final pass runs
     with transaction() as s:
         rec = s.get(Recording, rec_id)
         assert rec is not None and rec.final_event_at is not None
-    assert rec_id not in stages.sweep(settings).completed
+    assert rec_id not in sweep.sweep(settings).completed

@@ -15,7 +15,7 @@ from db.models import Recording, Segment
 from db.queries.pipeline import insert_segments
 from db.session import transaction
 from tests.support import EXAMPLE
-from worker.pipeline import decode
+from worker.pipeline.media import decode
 
 
 def _ffmpeg(*args: str) -> None:

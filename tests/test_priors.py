@@ -17,8 +17,8 @@ import pytest
 from tests.support import EXAMPLE
 from worker.pipeline import priors
 from worker.pipeline.contracts import EmotionResult, SegmentInput
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
 from worker.pipeline.fusion import MultimodalModel
+from worker.pipeline.labels import CANONICAL_LABELS
 
 ANGRY_ISH = {"neutral": 0.30, "happy": 0.05, "sad": 0.05, "angry": 0.40, "fear": 0.08, "disgust": 0.07,
              "surprise": 0.05}

@@ -13,16 +13,18 @@ from callpulse.settings import Settings, get_settings
 from db.models import Prediction, Recording, Segment, WebhookDelivery, utcnow
 from db.session import transaction
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
-from worker import rule_stages, runtime, stages
-from worker.rescore import rescore
+from worker import runtime
+from worker.stages import infer, ingest, lifecycle
+from worker.stages import rules as rule_stages
+from worker.stages.rescore import rescore
 
 
-def _run(followups: stages.Followups, settings: Settings) -> None:
+def _run(followups: lifecycle.Followups, settings: Settings) -> None:
     """Drain a stage's follow-ups in this process, as `callpulse analyze` does."""
     for rec_id in followups.ingest:
-        _run(stages.ingest(rec_id, settings), settings)
+        _run(ingest.ingest(rec_id, settings), settings)
     for batch in followups.infer_batches:
-        _run(stages.infer(batch, settings), settings)
+        _run(infer.infer(batch, settings), settings)
 
 
 def _versions(rec_id: uuid.UUID) -> dict[str, set[uuid.UUID]]:
@@ -53,7 +55,7 @@ def test_new_version_adds_predictions_and_keeps_the_old(client, make_tenant, ste
     new = runtime.emotion_model(with_words).version
     assert new != old and new.startswith(old + ";text-minilm-v1+")
 
-    _run(stages.Followups(ingest=[rec_id]), voice_only)
+    _run(lifecycle.Followups(ingest=[rec_id]), voice_only)
     first = _versions(rec_id)
     assert set(first) == {old} and len(first[old]) == 3  # the three customer segments
     # Not before its completion event is out (a rescore now would lose it).
@@ -130,7 +132,7 @@ def test_rescore_endpoint(client, make_tenant, broker) -> None:
 
 
 def test_a_rescored_completion_is_a_new_webhook_message() -> None:
-    from worker.events import message_id
+    from worker.notify.events import message_id
 
     rec_id = uuid.uuid4()
     first = message_id("recording.completed", rec_id)
@@ -148,7 +150,7 @@ def test_rescore_retries_failed_segments_and_publishes_a_new_completion(client, 
     assert hook.status_code == 201, hook.text
     rec_id = _upload(client, key, stereo_call)
     settings = get_settings().model_copy(update={"text_model_enabled": False, "face_model_enabled": False})
-    _run(stages.Followups(ingest=[rec_id]), settings)
+    _run(lifecycle.Followups(ingest=[rec_id]), settings)
     rule_stages.evaluate_recording(rec_id, final=True)
     with transaction() as s:
         # One customer segment broke the model twice; one agent segment is skipped by policy.
@@ -169,7 +171,7 @@ def test_rescore_retries_failed_segments_and_publishes_a_new_completion(client, 
         assert s.get(Segment, broken_id).analyzed is True  # type: ignore[union-attr]
         assert s.get(Segment, policy_id).analyzed is False  # type: ignore[union-attr]
     rule_stages.evaluate_recording(rec_id, final=True)
-    from worker.events import message_id
+    from worker.notify.events import message_id
 
     with transaction() as s:
         ids = set(s.scalars(select(WebhookDelivery.message_id)))

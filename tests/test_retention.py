@@ -17,8 +17,8 @@ from db.session import transaction
 from tests.dashboard_fixtures import login_form_token
 from tests.rules_fixtures import allow_loopback_targets, auth, client, seed_recording  # noqa: F401
 from tests.support import running_worker
-from worker.pipeline import audio_store
-from worker.retention import apply_retention
+from worker.pipeline.media import audio_store
+from worker.stages.retention import apply_retention
 
 NOW = datetime.now(UTC)
 

@@ -24,7 +24,8 @@ from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     receiver,
     seed_recording,
 )
-from worker import rule_stages, stages
+from worker.stages import infer, ingest
+from worker.stages import rules as rule_stages
 
 ANGRY_FOR_TWO = {"severity": "high", "roles": ["customer"],
                  "when": {"sustained": {"segments": 2, "condition": {"label": "angry"}}}}
@@ -117,8 +118,8 @@ def test_alert_fires_mid_recording_through_real_stages(client: TestClient, make_
         s.flush()
         rec_id = rec.id
     settings = get_settings()
-    batch = stages.ingest(rec_id, settings).infer_batches[0]
-    first = stages.infer(batch[:1], settings)
+    batch = ingest.ingest(rec_id, settings).infer_batches[0]
+    first = infer.infer(batch[:1], settings)
     assert first.evaluate_rules == [rec_id] and first.completed == []
 
     rule_stages.evaluate_recording(rec_id, final=False)
@@ -130,7 +131,7 @@ def test_alert_fires_mid_recording_through_real_stages(client: TestClient, make_
     assert len(alerts) == 1 and alerts[0].window_key == f"seg-{first_index}"
     assert alerts[0].rule_id == uuid.UUID(rule["id"]) and alerts[0].rule_version == 1
 
-    rest = stages.infer(batch, settings)
+    rest = infer.infer(batch, settings)
     assert rest.completed == [rec_id]
     rule_stages.evaluate_recording(rec_id, final=True)
     assert [a.id for a in _alerts(rec_id)] == [alerts[0].id]  # the final pass adds no second alert

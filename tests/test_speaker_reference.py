@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tests.support import EXAMPLE
-from worker.pipeline import decode
-from worker.pipeline.emotion import classifier, features
-from worker.pipeline.emotion.embedded import load_model
+from worker.pipeline.media import decode
+from worker.pipeline.voice.embedded import classifier, features
+from worker.pipeline.voice.embedded.model import load_model
 
 # The example call's customer turns (channel 1) and agent turns (channel 0), in seconds.
 SPANS = [(1, 6.0, 11.1), (1, 18.2, 22.8), (1, 30.2, 34.7), (0, 0.4, 5.4)]
@@ -55,8 +55,8 @@ def test_a_segment_is_scored_against_the_others_only(clips) -> None:
 def test_a_role_shared_by_two_channels_keeps_two_speakers() -> None:
     from callpulse.settings import get_settings
     from worker import runtime
-    from worker.pipeline import segment
-    from worker.stages import segmentation_config
+    from worker.pipeline.speech import vad as segment
+    from worker.stages.ingest import segmentation_config
 
     audio = decode.decode(EXAMPLE, 16000)
     config = segmentation_config(get_settings())

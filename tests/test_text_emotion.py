@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.pipeline import text_emotion
 from worker.pipeline.contracts import Word
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS
+from worker.pipeline.text import emotion as text_emotion
 
 
 def words_at(sentence: str, start_s: float, step_s: float = 0.3) -> list[Word]:

@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from worker.pipeline.emotion import classifier, corpora, corrections, evaluation, training
-from worker.pipeline.emotion.embedded import load_model
+from training import corpora, corrections, evaluation
+from training import voice as training
+from worker.pipeline.voice.embedded import classifier
+from worker.pipeline.voice.embedded.model import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "worker" / "weights"
@@ -71,7 +73,7 @@ def test_reserved_corpora_are_refused() -> None:
     with pytest.raises(ValueError, match="reserved"):
         corpora.check_trainable([clip])
     corpora.check_trainable([corpora.Clip(Path("a.wav"), "emodb", "emodb-03", "angry")])
-    source = (REPO / "worker" / "pipeline" / "emotion" / "training.py").read_text()
+    source = (REPO / "training" / "voice.py").read_text()
     assert "independent" not in source.split('"""', 2)[2].split("def ")[0]  # no import of the lists
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from worker.pipeline.contracts import Word
-from worker.pipeline.transcript import (
+from worker.pipeline.text.transcript import (
     MAX_INPUT_BYTES,
     MAX_TEXT_CHARS,
     MAX_UTTERANCES,

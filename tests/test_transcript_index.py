@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 from worker.pipeline.contracts import Word
-from worker.pipeline.transcript import Utterance, words_in
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript import Utterance, words_in
+from worker.pipeline.text.transcript_index import TranscriptIndex
 
 
 def _utterances(rng: random.Random, n: int) -> list[Utterance]:

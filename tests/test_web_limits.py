@@ -204,7 +204,7 @@ def test_a_20_mb_header_is_refused_before_it_is_read(api_server: tuple[str, int]
     # Refused after about the limit (plus what the kernel buffers), not after 20 MB: without the
     # bound the server takes in all of it and waits for the rest of the header.
     assert sent < 8 * 1024 * 1024, f"the server took {sent} bytes of headers"
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 431"), answer[:200]
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]  # a reason, not a reset
     # Headers under the limit still work, and the server is fine.
     ok = httpx.get(f"http://{host}:{port}/healthz", headers={"X-Fine": "b" * 8000}, timeout=10)
     assert ok.status_code == 200

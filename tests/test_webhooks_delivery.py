@@ -27,9 +27,12 @@ from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     rules_worker,
     seed_recording,
 )
-from worker import events, notify, rule_stages
-from worker.celery_app import app as celery_app
-from worker.tasks_rules import DELIVER_TASK, EVALUATE_TASK
+from worker.jobs.app import app as celery_app
+from worker.jobs.names import DELIVER as DELIVER_TASK
+from worker.jobs.names import EVALUATE as EVALUATE_TASK
+from worker.notify import events
+from worker.notify import webhooks as notify
+from worker.stages import notify as notify_stages
 
 ANGRY = ("customer", "angry", 0.9, -0.7)
 
@@ -87,13 +90,13 @@ def test_ssrf_guard_is_checked_again_at_delivery(client: TestClient, make_tenant
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["recording.failed"])
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
-    [delivery_id] = rule_stages.publish_recording_event(rec_id, "recording.failed")
+    [delivery_id] = notify_stages.publish_recording_event(rec_id, "recording.failed")
     # The address became private since creation (as if DNS changed): refused, given up, logged.
     from prometheus_client import REGISTRY
 
     failed_before = REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
                                               {"outcome": "failed"}) or 0
-    assert rule_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
+    assert notify_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False)) is None
     # ... and counted in the metrics by outcome.
     assert REGISTRY.get_sample_value("callpulse_webhook_deliveries_total",
                                      {"outcome": "failed"}) == failed_before + 1
@@ -199,8 +202,8 @@ def test_receiver_failures_are_retried_then_given_up_and_logged_then_redelivered
 
 def test_recording_failed_webhook_from_the_pipeline(
         client: TestClient, make_tenant, receiver, rules_worker, tmp_path: Path) -> None:
-    from worker import stages
-    from worker.tasks import enqueue
+    from worker.jobs.enqueue import enqueue
+    from worker.stages import ingest
 
     tenant_id, key = make_tenant()
     _, path = _hook(client, key, receiver, ["recording.failed", "recording.completed"])
@@ -209,7 +212,7 @@ def test_recording_failed_webhook_from_the_pipeline(
         s.add(rec)
         s.flush()
         rec_id = rec.id
-    followups = stages.ingest(rec_id, get_settings())
+    followups = ingest.ingest(rec_id, get_settings())
     assert followups.failed == [rec_id]
     enqueue(followups)
     [got] = receiver.wait(path, lambda rs: len(rs) >= 1)

@@ -27,7 +27,9 @@ from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     client,
     seed_recording,
 )
-from worker import notify, rule_stages
+from worker.notify import webhooks as notify
+from worker.stages import notify as notify_stages
+from worker.stages import rules as rule_stages
 
 ANGRY = ("customer", "angry", 0.9, -0.7)
 
@@ -79,10 +81,10 @@ def test_a_slow_drip_receiver_is_cut_off_at_the_timeout(make_tenant, slow_drip_u
     tenant_id, _ = make_tenant()
     _endpoint(tenant_id, slow_drip_url, ["recording.failed"])
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
-    [delivery_id] = rule_stages.publish_recording_event(rec_id, "recording.failed")
+    [delivery_id] = notify_stages.publish_recording_event(rec_id, "recording.failed")
     settings = Settings(webhook_allow_private_targets=True, webhook_timeout_s=1.5, webhook_max_attempts=3)
     started = time.monotonic()
-    delay = rule_stages.deliver(delivery_id, settings)
+    delay = notify_stages.deliver(delivery_id, settings)
     # Generous bound: the body alone takes 10 s, so this only holds if the attempt was cut off.
     assert time.monotonic() - started < 6.0
     assert delay is not None, "a timeout is a failed attempt on the retry path"
@@ -123,8 +125,8 @@ def test_a_dns_failure_is_retried_not_given_up(make_tenant) -> None:
     tenant_id, _ = make_tenant()
     _endpoint(tenant_id, "http://nonexistent.invalid/hook", ["recording.failed"])
     rec_id, _ = seed_recording(tenant_id, [ANGRY], status="failed")
-    [delivery_id] = rule_stages.publish_recording_event(rec_id, "recording.failed")
-    delay = rule_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False,
+    [delivery_id] = notify_stages.publish_recording_event(rec_id, "recording.failed")
+    delay = notify_stages.deliver(delivery_id, Settings(webhook_allow_private_targets=False,
                                                       webhook_max_attempts=3))
     assert delay is not None and delay > 0
     delivery, [attempt] = _attempts(delivery_id)

@@ -1,4 +1,4 @@
-"""Words that count (worker/pipeline/lexicon.py and fusion): call phrases sharpen the text model's
+"""Words that count (worker/pipeline/text/lexicon.py and fusion): call phrases sharpen the text model's
 answer and are quoted with their times; the English text model abstains on other languages (weight
 0, said in the evidence); a rare label the model is not clearly sure of is flagged uncertain with
 its top two labels. The real text model runs (bundled MiniLM + MELD head)."""
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from worker import runtime
-from worker.pipeline import lexicon
 from worker.pipeline.contracts import EmotionResult, SegmentInput, Word
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
 from worker.pipeline.fusion import MultimodalModel
+from worker.pipeline.labels import CANONICAL_LABELS
+from worker.pipeline.text import lexicon
 
 
 def _words(text: str, start: float = 10.0, step: float = 0.3) -> list[Word]:

@@ -198,7 +198,7 @@ def _num(value: Any) -> float | None:
 def measure_recording(session: Any, rec: Any) -> dict[str, Any]:
     """The measures of a stored recording, from its timeline rows and transcript."""
     from db.queries import corrections, recordings
-    from worker.pipeline.transcript_index import TranscriptIndex
+    from worker.pipeline.text.transcript_index import TranscriptIndex
 
     rows = recordings.timeline(session, rec.id)
     transcript = corrections.get_transcript(session, rec.id)

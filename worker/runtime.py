@@ -13,9 +13,11 @@ import torch
 
 from callpulse import metrics
 from callpulse.settings import Settings
-from worker.pipeline import asr, fusion, segment, whisper_ct2
+from worker.pipeline import fusion
 from worker.pipeline.contracts import EmotionModel
-from worker.pipeline.emotion import load_backend
+from worker.pipeline.speech import asr, whisper_ct2
+from worker.pipeline.speech import vad as segment
+from worker.pipeline.voice.registry import load_backend
 
 log = logging.getLogger(__name__)
 _lock = threading.Lock()
@@ -57,10 +59,10 @@ def _component(weights: str, device: str) -> fusion.Lazy[Any] | None:
 
     def load() -> Any:
         if weights == "text_emotion":
-            from worker.pipeline import text_emotion
+            from worker.pipeline.text import emotion as text_emotion
 
             return text_emotion.load_model(device)
-        from worker.pipeline import face
+        from worker.pipeline.face import expression as face
 
         return face.load_model(device)
 

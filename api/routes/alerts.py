@@ -14,9 +14,9 @@ from api.schemas import ErrorOut
 from api.schemas_rules import AlertAction, AlertOut, AlertPage
 from db.models import Alert, AlertState, utcnow
 from db.queries import alerts as queries
-from worker import events
+from worker.jobs.enqueue import enqueue_deliveries
+from worker.notify import events
 from worker.rules.language import SEVERITIES
-from worker.tasks_rules import enqueue_deliveries
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 

@@ -10,8 +10,16 @@ from fastapi import APIRouter, Depends, Query
 
 from api.deps import SessionDep, TenantDep, validation_error
 from api.schemas import ROLE_PATTERN, ErrorOut
-from api.schemas_analytics import AlertAnalytics, AlertGroupOut, EmotionAnalytics, EmotionGroupOut
+from api.schemas_analytics import (
+    AlertAnalytics,
+    AlertGroupOut,
+    ConversationAnalytics,
+    ConversationGroupOut,
+    EmotionAnalytics,
+    EmotionGroupOut,
+)
 from db.queries import analytics as queries
+from db.queries.conversation_analytics import conversation_summary
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
 
@@ -96,3 +104,11 @@ def alerts(session: SessionDep, tenant: TenantDep, window: RangeDep) -> AlertAna
     groups = queries.alert_summary(session, tenant.id, window.group_by, window.start, window.end)
     return AlertAnalytics(group_by=window.group_by, start=window.start, end=window.end,
                           groups=[AlertGroupOut.build(g) for g in groups])
+
+
+@router.get("/conversation", response_model=ConversationAnalytics, responses=ERRORS,
+            summary="Conversation measures of finished calls averaged per day, agent or queue")
+def conversation(session: SessionDep, tenant: TenantDep, window: RangeDep) -> ConversationAnalytics:
+    groups = conversation_summary(session, tenant.id, window.group_by, window.start, window.end)
+    return ConversationAnalytics(group_by=window.group_by, start=window.start, end=window.end,
+                                 groups=[ConversationGroupOut(**vars(g)) for g in groups])

@@ -26,6 +26,7 @@ from api.dashboard_auth import (
     WriterTenantDep,
     clear_session_cookie,
     session_can_write,
+    session_scope,
     session_token,
     set_session_cookie,
 )
@@ -51,7 +52,7 @@ from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
 from db.queries.dashboard_sessions import end_session, open_session
 from db.queries.tenants import api_key_for
-from worker.pipeline.decode import MediaError
+from worker.pipeline.media.decode import MediaError
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"], include_in_schema=False)
 
@@ -77,6 +78,7 @@ SECURITY_HEADERS = {
 def _page(request: Request, template: str, context: dict[str, Any], code: int = 200) -> HTMLResponse:
     # A read-only key's session sees no write actions (its posts are refused all the same).
     context.setdefault("can_write", session_can_write(request))
+    context.setdefault("can_admin", session_scope(request) == "admin")
     return templates.TemplateResponse(request, template, context, status_code=code, headers=SECURITY_HEADERS)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from api.schemas import ComponentCheck, Readiness
 from db.session import get_engine
-from worker.celery_app import app as celery_app
+from worker.jobs.app import app as celery_app
 
 log = logging.getLogger(__name__)
 

@@ -42,8 +42,8 @@ from api.schemas_live import (
 from callpulse.settings import Settings, get_settings
 from db.queries.tenants import note_key_used, scope_allows
 from db.session import transaction
-from worker import live_stage
-from worker.pipeline import live_audio
+from worker.pipeline.media import live_audio
+from worker.stages import live as live_stage
 
 log = logging.getLogger(__name__)
 

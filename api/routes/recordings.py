@@ -32,8 +32,8 @@ from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
 from worker import conversation
-from worker.celery_app import app as celery_app
-from worker.pipeline import audio_store, decode
+from worker.jobs.app import app as celery_app
+from worker.pipeline.media import audio_store, decode
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ router = APIRouter(prefix="/v1/recordings", tags=["recordings"])
 
 COPY_CHUNK_BYTES = 1024 * 1024
 NOT_FOUND = "recording not found"
-# Sent by name (the name worker.tasks.ingest_recording registers, routed to the "ingest" queue) so
+# Sent by name (the name worker.jobs.ingest.ingest_recording registers, routed to the "ingest" queue) so
 # the API process does not import the worker's stages and, with them, torch and the models.
 INGEST_TASK = "callpulse.ingest_recording"
 RESCORE_TASK = "callpulse.rescore_recording"

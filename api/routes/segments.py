@@ -15,7 +15,7 @@ from api.schemas import ErrorOut, EvidenceItem, ModelRef, TimelineSegment
 from api.schemas_quality import CorrectionIn, CorrectionOut
 from db.models import Prediction, Segment
 from db.queries import corrections as queries
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript_index import TranscriptIndex
 
 router = APIRouter(prefix="/v1/segments", tags=["segments"])
 

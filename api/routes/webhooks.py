@@ -23,8 +23,9 @@ from api.schemas_webhooks import (
 )
 from db.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint, utcnow
 from db.queries import webhooks as queries
-from worker import events, notify
-from worker.tasks_rules import enqueue_deliveries
+from worker.jobs.enqueue import enqueue_deliveries
+from worker.notify import events
+from worker.notify import webhooks as notify
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 

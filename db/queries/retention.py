@@ -1,4 +1,4 @@
-"""Which recordings a tenant's retention has expired. The sweep (worker/retention.py) deletes
+"""Which recordings a tenant's retention has expired. The sweep (worker/stages/retention.py) deletes
 them in small batches; these functions only select and mark, and never commit."""
 
 from __future__ import annotations

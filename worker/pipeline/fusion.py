@@ -21,9 +21,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from worker.pipeline import lexicon, priors, reasoning
+from worker.pipeline import priors, reasoning
 from worker.pipeline.contracts import EmotionModel, EmotionResult, Evidence, SegmentInput
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, valence_arousal
+from worker.pipeline.labels import CANONICAL_LABELS, valence_arousal
+from worker.pipeline.text import lexicon
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ T = TypeVar("T")
 
 class ComponentUnavailable(RuntimeError):
     """A text or face model could not be loaded: the worker is at fault, not the segment, so the
-    task retries instead of marking segments unanalyzable (worker/stages.py)."""
+    task retries instead of marking segments unanalyzable (worker/stages/infer.py)."""
 
 
 class Lazy(Generic[T]):

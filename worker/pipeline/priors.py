@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from worker.pipeline.emotion.labels import CANONICAL_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS
 
 DEFAULT = "balanced"
 # What the models were trained with: uniform over the seven canonical labels.

@@ -231,7 +231,7 @@ def text_evidence(observation: Any, start_s: float, end_s: float) -> list[Eviden
 
 
 def lexicon_evidence(cues: Sequence[Any], start_s: float, end_s: float) -> list[Evidence]:
-    """Call phrases that moved the words' answer (worker/pipeline/lexicon.py), each at its time; the
+    """Call phrases that moved the words' answer (worker/pipeline/text/lexicon.py), each at its time; the
     summary quotes them first because they are what a supervisor would have flagged."""
     span = Span(float(start_s), float(max(end_s, start_s)))
     items = []

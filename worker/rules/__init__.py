@@ -1,5 +1,5 @@
 """Escalation rules: the declarative language (``language``) and its pure evaluation over an
-emotion trajectory (``evaluate``). No database here: live evaluation (worker.rule_stages) and the
+emotion trajectory (``evaluate``). No database here: live evaluation (worker.stages.rules) and the
 backtest endpoint call the same ``evaluate`` on trajectories they load themselves."""
 
 from worker.rules.evaluate import Firing, Point, evaluate

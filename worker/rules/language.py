@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from worker.pipeline.emotion.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
+from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
 from worker.rules import conversation_rules
 from worker.rules.conversation_rules import ConversationCondition
 

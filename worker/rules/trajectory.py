@@ -14,7 +14,7 @@ from db.models import Prediction, RuleVersion, Segment
 from db.queries.corrections import get_transcript
 from db.queries.recordings import timeline
 from worker.conversation import turns_from_rows
-from worker.pipeline.transcript_index import TranscriptIndex
+from worker.pipeline.text.transcript_index import TranscriptIndex
 from worker.rules.conversation_rules import Context
 from worker.rules.evaluate import Point
 from worker.rules.language import RuleDefinition, parse_definition

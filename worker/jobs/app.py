@@ -1,0 +1,108 @@
+"""The Celery app: queues, routing and reliability settings. Tasks live in one module per queue
+beside it (worker/jobs/ingest.py, asr.py, infer.py, rules.py, notify.py)."""
+
+from __future__ import annotations
+
+from celery import Celery
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from kombu import Exchange, Queue
+
+from callpulse.settings import get_settings
+
+QUEUES = ("ingest", "infer", "rules", "notify", "asr")
+
+# Routing by task name: the broker carries ids only, Postgres holds the truth.
+TASK_ROUTES = {
+    "callpulse.ingest_recording": {"queue": "ingest"},
+    "callpulse.sweep_stuck_recordings": {"queue": "ingest"},
+    "callpulse.apply_retention": {"queue": "ingest"},
+    "callpulse.infer_segments": {"queue": "infer"},
+    # The infer worker runs the model, so it is the one that knows which version rescoring targets.
+    "callpulse.rescore_recording": {"queue": "infer"},
+    # Our own speech recognition (optional, GPU): the worker that holds the Whisper model.
+    "callpulse.transcribe_recording": {"queue": "asr"},
+    "callpulse.rules.*": {"queue": "rules"},
+    "callpulse.notify.*": {"queue": "notify"},
+}
+
+
+def make_celery() -> Celery:
+    settings = get_settings()
+    # One module of tasks per queue, named after it.
+    app = Celery("callpulse", broker=settings.broker_url,
+                 include=[f"worker.jobs.{queue}" for queue in QUEUES])
+    exchange = Exchange("callpulse", type="direct")
+    app.conf.update(
+        task_queues=[Queue(name, exchange, routing_key=name) for name in QUEUES],
+        task_default_queue="ingest",
+        task_default_exchange="callpulse",
+        task_default_routing_key="ingest",
+        task_routes=TASK_ROUTES,
+        task_serializer="json",
+        accept_content=["json"],
+        # At-least-once: ack after the task ran; a worker killed mid-task gives the message back.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # Small prefetch so a long inference batch does not hoard messages other workers could run.
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        # Redis redelivers unacked messages after this; longer than any single task should run.
+        broker_transport_options={"visibility_timeout": 3600},
+        beat_schedule={
+            "sweep-stuck-recordings": {
+                "task": "callpulse.sweep_stuck_recordings",
+                "schedule": settings.sweep_interval_s,
+            },
+            # Per-tenant retention of media and derived data (worker/stages/retention.py).
+            "apply-retention": {
+                "task": "callpulse.apply_retention",
+                "schedule": settings.retention_interval_s,
+            },
+            # Webhook retries whose delayed message was lost (worker/jobs/notify.py).
+            "sweep-overdue-webhook-deliveries": {
+                "task": "callpulse.notify.sweep_deliveries",
+                "schedule": settings.sweep_interval_s,
+            },
+        },
+        timezone="UTC",
+    )
+    return app
+
+
+app = make_celery()
+
+# Task outcomes and durations, and the worker's /metrics server (connected on import).
+from worker.jobs import metrics  # noqa: E402,F401
+
+# Only workers that consume ingest or infer need the models; a rules/notify worker stays small.
+MODEL_QUEUES = frozenset({"ingest", "infer"})
+_warm_models = True
+
+
+@worker_init.connect
+def _note_queues(sender: object = None, **_: object) -> None:
+    """Runs in the worker's main process before the pool forks, so children inherit the flag."""
+    global _warm_models
+    consume_from = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    names = set(getattr(consume_from, "consume_from", None) or {})
+    _warm_models = not names or bool(names & MODEL_QUEUES)
+
+
+@worker_process_init.connect
+def _warm_up(**_: object) -> None:
+    """Load models once per worker process, before the first task, so latency is predictable."""
+    if not _warm_models:
+        return
+    from worker import runtime
+
+    settings = get_settings()
+    runtime.emotion_model(settings)
+    runtime.vad_model()
+
+
+@worker_process_shutdown.connect
+def _release(**_: object) -> None:
+    from worker import runtime
+
+    runtime.release()

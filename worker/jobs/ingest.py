@@ -1,0 +1,41 @@
+"""Tasks of the ``ingest`` queue: decode and segment a recording, the periodic sweep that re-drives
+stuck recordings from the database, and the periodic per-tenant retention. Failures retry with
+backoff; media problems are recorded by the stage itself; anything else retries a few times, then
+the recording is failed with the reason, never dropped."""
+
+from __future__ import annotations
+
+import uuid
+
+from celery import Task
+
+from callpulse.settings import get_settings
+from worker.jobs import names
+from worker.jobs.app import app
+from worker.jobs.enqueue import enqueue
+from worker.jobs.retry import give_up_or_retry
+from worker.stages import ingest, sweep
+
+
+@app.task(bind=True, name=names.INGEST)
+def ingest_recording(self: Task, recording_id: str) -> None:
+    rec_id = uuid.UUID(recording_id)
+    try:
+        followups = ingest.ingest(rec_id, get_settings())
+    except Exception as exc:
+        give_up_or_retry(self, exc, lambda: [rec_id], "ingest")
+        return
+    enqueue(followups)
+
+
+@app.task(name=names.SWEEP)
+def sweep_stuck_recordings() -> None:
+    enqueue(sweep.sweep(get_settings()))
+
+
+@app.task(name=names.RETENTION)
+def apply_retention() -> None:
+    # No retry: the next beat tick is the retry, and each batch it finished is already committed.
+    from worker.stages.retention import apply_retention as run
+
+    run(get_settings())

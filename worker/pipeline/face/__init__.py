@@ -1,0 +1,1 @@
+"""Faces in video recordings: frame sampling, face detection and expression classification."""

@@ -1,0 +1,1 @@
+"""Words: transcript parsing and indexing, and emotion from what is said."""
