@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test install system test-system services lint pytest bench clean
 
 demo: install
-	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg --roles agent,customer
+	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg callpulse/examples/escalation_call.ogg --roles agent,customer
 
 test: install test-system services lint pytest
 

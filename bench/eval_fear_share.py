@@ -33,6 +33,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from training import independent
+    from worker.pipeline import priors
     from worker.pipeline.contracts import SegmentInput
     from worker.pipeline.fusion import RARE_LABEL_MIN_CONFIDENCE, RARE_LABELS, MultimodalModel
     from worker.pipeline.media import decode
@@ -50,6 +51,7 @@ def main() -> int:
             by_speaker.setdefault(speaker, []).append(clips[path])
         references = {sp: model.speaker_reference(cl[:12], 16_000) for sp, cl in by_speaker.items()}
     rows = []
+    by_preset: dict[str, list[tuple[str, str]]] = {}
     for path, truth, speaker in items:
         audio = np.asarray(clips[path], dtype=np.float32)
         seg = SegmentInput(key=path.name, audio=audio, sample_rate=16_000, start_s=0.0,
@@ -57,6 +59,9 @@ def main() -> int:
                            speaker_reference=references.get(speaker))  # type: ignore[arg-type]
         result = model.predict([seg])[0]
         rows.append((truth, result.label, result.confidence, result.uncertain))
+        for preset in priors.PRESETS:
+            scores = priors.shift(result.scores, preset)
+            by_preset.setdefault(preset, []).append((truth, max(scores, key=scores.__getitem__)))
     not_fear = [r for r in rows if r[0] != "fear"]
     n = len(not_fear)
     fear = [r for r in not_fear if r[1] == "fear"]
@@ -70,11 +75,24 @@ def main() -> int:
         "confident_fear_share_after": round(len(after) / n, 3),
         "rare_labels": sorted(RARE_LABELS), "rare_label_min_confidence": RARE_LABEL_MIN_CONFIDENCE,
         "accuracy": round(sum(r[0] == r[1] for r in rows) / len(rows), 3),
+        "presets": {preset: _preset_figures(pairs) for preset, pairs in by_preset.items()},
     }
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def _preset_figures(pairs: list[tuple[str, str]]) -> dict[str, object]:
+    """Per-label recall, and how often an "angry" rule would fire on speech whose truth is neutral."""
+    recall = {}
+    for label in sorted({t for t, _ in pairs}):
+        of = [p for t, p in pairs if t == label]
+        recall[label] = round(sum(p == label for p in of) / len(of), 3)
+    neutral = [p for t, p in pairs if t == "neutral"]
+    on_neutral = sum(p == "angry" for p in neutral) / max(1, len(neutral))
+    return {"recall": recall, "angry_on_neutral": round(on_neutral, 3),
+            "fear_share": round(sum(p == "fear" for t, p in pairs if t != "fear") / len(pairs), 3)}
 
 
 if __name__ == "__main__":
