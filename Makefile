@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system test-system services lint pytest bench clean
+.PHONY: demo test install system test-system services lint pytest test-contracts bench clean
 
 demo: install
 	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg callpulse/examples/escalation_call.ogg --roles agent,customer
@@ -45,6 +45,10 @@ lint: install
 
 pytest: install services
 	$(BIN)/python -m pytest -q
+
+# The design's rules (docs/DESIGN.md) as tests: no services needed, seconds.
+test-contracts: install
+	$(BIN)/python -m pytest -q tests/contracts
 
 bench: install
 	$(BIN)/python bench/bench_pipeline.py

@@ -41,6 +41,7 @@ if HttpToolsProtocol is not None:
             self.header_bytes = 0
             self.reading_headers = True  # a new connection starts with a request's headers
             self.refused = False
+            self.header_tail = b""  # the last bytes read, so a blank line split across reads is seen
 
         def on_headers_complete(self) -> None:
             self.reading_headers = False
@@ -49,12 +50,18 @@ if HttpToolsProtocol is not None:
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self.reading_headers, self.header_bytes = True, 0  # the next request on this connection
+            self.header_tail = b""
 
         def data_received(self, data: bytes) -> None:
             if self.refused:
                 return
             if self.reading_headers:
-                self.header_bytes += len(data)
+                # Only the bytes up to the blank line that ends the headers count: the same read
+                # often carries the start of the body (any upload of more than one packet).
+                seen = self.header_tail + data
+                end = seen.find(b"\r\n\r\n")
+                self.header_bytes += len(data) if end < 0 else max(0, end + 4 - len(self.header_tail))
+                self.header_tail = seen[-3:]
                 if self.header_bytes > self.header_limit:
                     self.refused = True
                     transport: asyncio.Transport = self.transport

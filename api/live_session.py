@@ -27,6 +27,7 @@ from callpulse.settings import Settings
 from db.models import Alert, Prediction, Segment
 from db.queries.alerts import alert_context
 from db.session import transaction
+from worker.jobs import names
 from worker.jobs.app import app as celery_app
 from worker.notify import events
 from worker.pipeline.media import live_audio
@@ -35,10 +36,12 @@ from worker.stages import live as live_stage
 
 log = logging.getLogger(__name__)
 
-INFER_TASK = "callpulse.infer_segments"
+INFER_TASK = names.INFER.name
 # After the last segment event, alerts from the rules queue are looked for this long at the fast pace.
 ALERTS_FOLLOW_S = 5.0
 ALERT_ONLY_POLL_S = 2.0
+# Audio gathered per trip to the worker thread (it delays a segment's closing by at most this).
+BATCH_S = 0.2
 _net: VadNet | None = None
 _net_lock = threading.Lock()
 
@@ -75,13 +78,28 @@ class LiveCall:
         self.heartbeat_s = min(60.0, settings.stuck_after_s / 4)
         self._last_beat = time.monotonic()
         self.pump_task: asyncio.Task[None] | None = None
+        self.buffered: list[list[np.ndarray]] = []
+        self.buffered_samples = 0
 
     @property
     def recording_id(self) -> uuid.UUID:
         return self.opened.recording_id
 
     async def audio(self, channel_samples: list[np.ndarray]) -> None:
-        await to_thread.run_sync(self._ingest, channel_samples)
+        """Frames are gathered to BATCH_S of audio before one trip to the worker thread: telephony
+        sends 20 ms frames, and a thread hop per frame costs more than the work in it."""
+        self.buffered.append(channel_samples)
+        self.buffered_samples += max(samples.size for samples in channel_samples)
+        if self.buffered_samples >= BATCH_S * live_audio.SAMPLE_RATE:
+            await self.flush()
+
+    async def flush(self) -> None:
+        if not self.buffered:
+            return
+        channels = range(len(self.opened.roles))
+        joined = [np.concatenate([frame[c] for frame in self.buffered]) for c in channels]
+        self.buffered, self.buffered_samples = [], 0
+        await to_thread.run_sync(self._ingest, joined)
 
     def _ingest(self, channel_samples: list[np.ndarray]) -> None:
         self.writer.append(channel_samples)  # on disk before any segment points at it
@@ -113,6 +131,8 @@ class LiveCall:
     async def end(self, disconnected: bool) -> None:
         """Close what the VAD still holds, turn the audio into the recording's WAV, hand the call
         to the usual completion (rollup, rules' final pass, recording.completed)."""
+        with contextlib.suppress(TooLong):  # the audio up to the limit is on disk and reported
+            await self.flush()
         await to_thread.run_sync(self._end, disconnected)
 
     def _end(self, disconnected: bool) -> None:

@@ -23,7 +23,13 @@ from callpulse.settings import Settings
 log = logging.getLogger(__name__)
 
 PREFIX = "callpulse:rl"
+# Redis down, or a limiter URL that is not Redis at all (a broker of another kind): not enforced.
+UNAVAILABLE = (redis.RedisError, ValueError)
+# After a failure Redis is left alone this long: an unreachable host would otherwise cost every
+# request its connect timeout.
+RETRY_REDIS_AFTER_S = 5.0
 _last_warning = 0.0
+_skip_until = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,8 @@ def _key(limit: Limit, identity: str, window: int) -> str:
 
 
 def _unavailable(exc: Exception) -> None:
-    global _last_warning
+    global _last_warning, _skip_until
+    _skip_until = time.monotonic() + RETRY_REDIS_AFTER_S
     if time.monotonic() - _last_warning > 60:
         _last_warning = time.monotonic()
         log.warning("rate limits not enforced: Redis unavailable (%s)", exc)
@@ -60,12 +67,12 @@ def _window(limit: Limit, now: float) -> tuple[int, int]:
 
 def exceeded(settings: Settings, limit: Limit, identity: str) -> int | None:
     """Seconds to wait if ``identity`` has used up ``limit`` in this window (counting nothing)."""
-    if limit.max_count <= 0:
+    if limit.max_count <= 0 or time.monotonic() < _skip_until:
         return None
     window, retry_after = _window(limit, time.time())
     try:
         raw = _redis(settings.resolved_rate_limit_url).get(_key(limit, identity, window))
-    except redis.RedisError as exc:
+    except UNAVAILABLE as exc:
         _unavailable(exc)
         return None
     return retry_after if raw is not None and int(raw) >= limit.max_count else None
@@ -73,7 +80,7 @@ def exceeded(settings: Settings, limit: Limit, identity: str) -> int | None:
 
 def count(settings: Settings, limit: Limit, identity: str) -> int | None:
     """Count one attempt; seconds to wait if this one went over the limit, else None."""
-    if limit.max_count <= 0:
+    if limit.max_count <= 0 or time.monotonic() < _skip_until:
         return None
     window, retry_after = _window(limit, time.time())
     key = _key(limit, identity, window)
@@ -82,7 +89,7 @@ def count(settings: Settings, limit: Limit, identity: str) -> int | None:
         pipe.incr(key)
         pipe.expire(key, math.ceil(limit.window_s) + 1)
         used = int(pipe.execute()[0])
-    except redis.RedisError as exc:
+    except UNAVAILABLE as exc:
         _unavailable(exc)
         return None
     return retry_after if used > limit.max_count else None

@@ -7,9 +7,13 @@ from typing import Any
 from fastapi import HTTPException, UploadFile, status
 
 from api.deps import validation_error
+from api.offload import run_bounded
 from api.schemas_quality import TranscriptOut, UtteranceOut, WordOut
 from db.models import Transcript
 from worker.pipeline.text import transcript
+
+# Up to this size a transcript parses in milliseconds, cheaper than starting a parser process.
+INLINE_PARSE_BYTES = 64 * 1024
 
 
 def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: float | None, channels: int,
@@ -22,11 +26,21 @@ def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: floa
     if len(data) > transcript.MAX_INPUT_BYTES:
         raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
                             detail=f"transcript larger than {transcript.MAX_INPUT_BYTES} bytes")
+    args = (data, upload.filename, upload.content_type, duration_s, channels, channel_roles)
+    # A big transcript is seconds of pure-Python parsing: in a parser process (api/offload.py).
+    ok, value = transcript_rows_result(*args) if len(data) <= INLINE_PARSE_BYTES else run_bounded(
+        transcript_rows_result, *args)
+    if not ok:
+        raise validation_error(where, value)
+    return value
+
+
+def transcript_rows_result(*args: Any) -> tuple[bool, Any]:
+    """transcript_rows as plain data, for a parser process: (True, (format, rows)) or (False, reason)."""
     try:
-        return transcript_rows(data, upload.filename, upload.content_type, duration_s, channels,
-                               channel_roles)
+        return True, transcript_rows(*args)
     except transcript.TranscriptError as exc:
-        raise validation_error(where, exc.reason) from exc
+        return False, exc.reason
 
 
 def transcript_rows(data: bytes, filename: str | None, content_type: str | None, duration_s: float | None,

@@ -14,7 +14,7 @@ the socket's poll and, for webhooks, the notify queue.
 
 Needs the local Postgres and Redis; creates and drops its own database; Redis db 5.
 
-    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--json out.json]
+    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--infer-max-batch 0] [--json out.json]
 """
 
 from __future__ import annotations
@@ -147,11 +147,43 @@ async def _level(api_ws: str, key: str, pcm: Any, streams: int, stagger: float, 
             "alert_webhook": _summary(hook_lat)}
 
 
+def api_side_speed(pcm: Any) -> float:
+    """× real time of what the API process does per stream with no database or queue (decoding
+    100 ms frames, appending them to disk, the streaming VAD on both channels), on one core."""
+    import numpy as np
+
+    from callpulse.settings import get_settings
+    from worker.pipeline.media import live_audio
+    from worker.pipeline.speech.stream_vad import StreamSegmenter, VadNet
+    from worker.stages.ingest import segmentation_config
+
+    folder = Path(tempfile.mkdtemp(prefix="callpulse-bench-live-api-"))
+    decoder = live_audio.FrameDecoder(live_audio.Format("pcm_s16le", 16000, 2))
+    writer = live_audio.LiveWriter(folder, 2)
+    segmenter = StreamSegmenter(VadNet(), 2, segmentation_config(get_settings()))
+    step = int(FRAME_S * 16000)
+    started = time.perf_counter()
+    batch: list[list[Any]] = []
+    for i in range(0, pcm.shape[0], step):
+        batch.append(decoder.decode(pcm[i: i + step].astype("<i2").tobytes()))
+        if len(batch) == 2:  # 0.2 s per trip, as the socket handler gathers it
+            joined = [np.concatenate([b[c] for b in batch]) for c in range(2)]
+            writer.append(joined)
+            segmenter.feed(joined)
+            batch = []
+    segmenter.finish()
+    writer.close()
+    return round(pcm.shape[0] / 16000 / (time.perf_counter() - started), 1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--stagger-s", type=float, default=3.0)
+    parser.add_argument("--infer-max-batch", type=int, default=0,
+                        help="CALLPULSE_INFER_MAX_BATCH for the worker: a task takes other streams' "
+                             "waiting segments into its batch (0: one task, one message's segments)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -160,7 +192,8 @@ def main() -> int:
     os.environ.update({"CALLPULSE_DATABASE_URL": url, "CALLPULSE_BROKER_URL": BROKER,
                        "CALLPULSE_MEDIA_DIR": str(work / "media"), "CALLPULSE_DATA_DIR": str(work / "data"),
                        "CALLPULSE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
-                       "CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "256"})
+                       "CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "256",
+                       "CALLPULSE_INFER_MAX_BATCH": str(args.infer_max_batch)})
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{DB_NAME}"')
     try:
@@ -203,7 +236,9 @@ def _run(args: argparse.Namespace, url: str) -> int:
             results.append(result)
             print(json.dumps(result), flush=True)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "call_s": pcm.shape[0] / 16000,
-              "levels": results}
+              "load_average": os.getloadavg(), "infer_max_batch": args.infer_max_batch,
+              "api_side_x_realtime": api_side_speed(pcm), "levels": results}
+    print(json.dumps({k: v for k, v in report.items() if k != "levels"}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     return 0

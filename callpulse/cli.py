@@ -13,12 +13,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from callpulse import __version__
 from callpulse.cli_admin import add_admin_commands
 from callpulse.settings import get_settings
-
-BACKENDS = ("embedded", "audio-classifier", "omni", "r1-omni")
+from worker.pipeline.voice.names import BACKENDS
 
 
 def _apply_model_overrides(args: argparse.Namespace) -> None:
@@ -182,12 +182,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 TRAIN_TENANT_HELP = """callpulse train: trains the embedded voice model (options below).
-  --tenant NAME   also train on the supervisor corrections of this tenant (PUT /v1/segments/{id}/label),
-                  read from CALLPULSE_DATABASE_URL; they are exported to a JSON Lines file passed to
-                  the trainer as --corrections. Needs --out DIR; with --ship-only the shipped recipe
-                  is retrained (minutes) instead of re-running the selection. Point workers at DIR with
-                  CALLPULSE_MODEL_PATH; its version is new, so POST /v1/recordings/{id}/rescore
-                  re-runs a call with it while the older predictions stay.
+  --tenant NAME --out DIR [--base DIR]
+                  adapt the embedded voice model to this tenant's supervisor corrections
+                  (PUT /v1/segments/{id}/label, read from CALLPULSE_DATABASE_URL) and their calls'
+                  media, with no public corpus: the same code as `callpulse adapt` (a residual head on
+                  the shipped model, seconds to minutes; docs/MODELS.md). Prints a held-out estimate
+                  beside the base model's and writes DIR with a new model version: point workers at
+                  it with CALLPULSE_MODEL_PATH, then POST /v1/recordings/{id}/rescore re-runs a call.
+  --tenant NAME --out DIR --ship-only --ravdess DIR --emodb DIR
+                  maintainers: retrain the shipped recipe on the public corpora plus the corrections
+                  (minutes; the corpora must be on disk).
 """
 
 
@@ -204,8 +208,8 @@ def _pop_option(argv: list[str], name: str) -> tuple[str | None, list[str]]:
     return value, rest
 
 
-def export_corrections(tenant_name: str, target: Path) -> int:
-    """Write the tenant's corrections as training examples (JSON Lines); returns how many."""
+def load_corrections(tenant_name: str) -> list[Any]:
+    """The tenant's stored corrections as training examples (media, channel, span, label, speaker)."""
     from db.queries.corrections import tenant_corrections
     from db.queries.tenants import get_tenant_by_name
     from db.session import transaction
@@ -214,7 +218,12 @@ def export_corrections(tenant_name: str, target: Path) -> int:
         tenant = get_tenant_by_name(s, tenant_name)
         if tenant is None:
             raise SystemExit(f"callpulse train: no tenant named '{tenant_name}'")
-        examples = tenant_corrections(s, tenant.id)
+        return list(tenant_corrections(s, tenant.id))
+
+
+def export_corrections(tenant_name: str, target: Path) -> int:
+    """Write the tenant's corrections as training examples (JSON Lines); returns how many."""
+    examples = load_corrections(tenant_name)
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w") as out:
         for ex in examples:
@@ -223,8 +232,6 @@ def export_corrections(tenant_name: str, target: Path) -> int:
 
 
 def cmd_train(argv: list[str]) -> int:
-    from training.voice import main as train_main
-
     if "-h" in argv or "--help" in argv:
         print(TRAIN_TENANT_HELP)
     tenant, argv = _pop_option(argv, "--tenant")
@@ -232,12 +239,29 @@ def cmd_train(argv: list[str]) -> int:
         print("callpulse train: --tenant needs --out DIR (that tenant's model directory); the weights "
               "shipped with the package stay as they are", file=sys.stderr)
         return 2
+    if tenant is not None and "--ship-only" not in argv and not ("-h" in argv or "--help" in argv):
+        from callpulse.adapt_cli import cmd_train_tenant
+
+        out, rest = _pop_option(argv, "--out")
+        base, rest = _pop_option(rest, "--base")
+        if rest:
+            print(f"callpulse train: with --tenant and without --ship-only only --out and --base are "
+                  f"taken (got {' '.join(rest)}); the public corpora are for --ship-only", file=sys.stderr)
+            return 2
+        return cmd_train_tenant(tenant, Path(str(out)), Path(base) if base else None)
     if tenant is not None:
         stamp = time.strftime("%Y%m%dT%H%M%S")
         path = get_settings().data_dir / "corrections" / f"{tenant}-{stamp}.jsonl"
         count = export_corrections(tenant, path)
         print(f"callpulse train: {count} corrections of tenant {tenant} → {path}", file=sys.stderr)
         argv = [*argv, "--corrections", str(path)]
+    try:
+        from training.voice import main as train_main
+    except ImportError as exc:
+        # scikit-learn fits the shipped model's heads; it is not part of the runtime install.
+        print(f"callpulse train: training the shipped model needs the [train] extra "
+              f"(pip install 'callpulse[train]'): {exc}", file=sys.stderr)
+        return 2
     return train_main(argv)
 
 
@@ -312,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_retention)
 
     add_admin_commands(sub)
+
+    from callpulse.adapt_cli import add_parser as add_adapt_parser
+
+    add_adapt_parser(sub)
 
     sub.add_parser("train", add_help=False,
                    help="train and evaluate the embedded emotion model, optionally with a tenant's "

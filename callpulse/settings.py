@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.pipeline.voice.names import BackendName
+
 
 def _default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "callpulse"
@@ -36,6 +38,11 @@ class Settings(BaseSettings):
     # Address-space limit of each ffmpeg decoder process: a file that drives the decoder itself
     # into allocating fails the recording with a reason instead of taking the worker's memory.
     decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
+    # Parsing that costs CPU in a request (rule YAML/JSON, transcripts) runs in child processes,
+    # at most this many at once per API process; a request waits this long for one (then 503) and
+    # may parse this long (then 422).
+    parse_workers: int = Field(default=2, ge=1, le=64)
+    parse_timeout_s: float = Field(default=30.0, gt=0)
 
     # Segmentation (silero-vad over 16 kHz audio).
     sample_rate: int = 16_000
@@ -46,7 +53,7 @@ class Settings(BaseSettings):
     merge_gap_s: float = 0.6
 
     # Inference.
-    model_backend: Literal["embedded", "audio-classifier", "omni", "r1-omni"] = "embedded"
+    model_backend: BackendName = "embedded"
     model_path: Path | None = None
     device: str = "cpu"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -100,6 +107,15 @@ class Settings(BaseSettings):
     stuck_after_s: float = 600.0
     sweep_interval_s: float = 120.0
     max_attempts: int = 5
+    # Time limits per queue (seconds; worker/jobs/names.py): past it a task is stopped and records
+    # a failure with the reason (a recording fails; ASR continues without words; rules and notify
+    # leave it to their next pass); 30 s later the pool kills it, so a stuck task never holds a
+    # worker. Long for inference and ASR of long calls, short for webhook deliveries.
+    ingest_time_limit_s: float = Field(default=1800.0, gt=0)
+    asr_time_limit_s: float = Field(default=3600.0, gt=0)
+    infer_time_limit_s: float = Field(default=3600.0, gt=0)
+    rules_time_limit_s: float = Field(default=600.0, gt=0)
+    notify_time_limit_s: float = Field(default=300.0, gt=0)
     # Retention (per tenant: `callpulse tenants update --media-retention-days/--data-retention-days`):
     # how often beat deletes what expired, and at most how many recordings per tenant and kind a
     # pass deletes (a first pass over years of calls spreads over several).

@@ -13,11 +13,11 @@ if [ "${TEST_TOOLS:-0}" = 1 ]; then
   command -v sox >/dev/null && command -v soxi >/dev/null || need+=(sox)
 fi
 [ ${#need[@]} -eq 0 ] && exit 0
-SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 if command -v apt-get >/dev/null; then
   echo "installing ${need[*]} (apt-get)" >&2
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  # Waits for a package manager run already in progress (unattended upgrades on a fresh machine).
+  "$(dirname "$0")/apt-get-wait.sh" update -qq
+  "$(dirname "$0")/apt-get-wait.sh" install -y -qq "${need[@]}"
 elif command -v brew >/dev/null && [[ " ${need[*]} " == *" ffmpeg "* ]]; then
   brew install ffmpeg
 else

@@ -118,3 +118,13 @@ def test_train_for_a_tenant_needs_its_own_output_directory() -> None:
     assert run.returncode == 2 and "--tenant needs --out DIR" in run.stderr
     helptext = _cli("train", "--help").stdout
     assert "--tenant NAME" in helptext and "--corrections" in helptext and "--ship-only" in helptext
+
+
+def test_train_without_the_train_extra_says_which_extra(tmp_path: Path) -> None:
+    """The runtime install has no scikit-learn: `callpulse train` names the extra instead of a
+    traceback. Run in an interpreter where importing sklearn fails, as on a runtime-only install."""
+    code = ("import sys; sys.modules['sklearn'] = None; from callpulse.cli import main; "
+            f"sys.exit(main(['train', '--ravdess', '{tmp_path}', '--emodb', '{tmp_path}']))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    assert "pip install 'callpulse[train]'" in run.stderr

@@ -65,6 +65,12 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
     item = feed.locator(f"#alert-feed li.fresh:has(a[href^='/dashboard/recordings/{rec_id}#t='])")
     item.wait_for(timeout=30_000)
     assert "Customer spoke" in item.inner_text()
+    # Acknowledged right there: the item came over the stream, its form posts with the page's token.
+    alert_item = feed.locator(f"#alert-{item.get_attribute('data-alert-id')}")
+    alert_item.get_by_label("Note on Customer spoke").fill("on it")
+    alert_item.get_by_role("button", name="Acknowledge").click()
+    bf.sync_api.expect(alert_item.locator("[data-cell='state']")).to_have_text("acknowledged")
+    bf.sync_api.expect(alert_item.locator("[data-cell='note']")).to_contain_text("on it")
 
     # Evidence is folded under each segment's one-line reason, the model's internals further away.
     folded = page.locator("details.evidence-details").last
@@ -91,9 +97,9 @@ def test_supervisor_flow_upload_seek_and_live_alert(server: str, celery_worker, 
 
     # The alert's link opens the call at the alert's moment (#t= seeks on load).
     bf.shoot(feed, "alerts")
-    href = item.locator("a").get_attribute("href") or ""
+    href = alert_item.locator("a").get_attribute("href") or ""
     alert_at = float(href.split("#t=")[1])
-    item.locator("a").click()
+    alert_item.locator("a").click()
     feed.wait_for_url(f"{server}/dashboard/recordings/{rec_id}#t=*")
     bf.assert_player_at(feed, alert_at)
 

@@ -1,10 +1,10 @@
 """The supervisor workspace in a real browser (Chromium through Playwright, a real `callpulse api`):
 acknowledging and resolving alerts with a note from the feed and from the call page, correcting a
 segment's label in place, writing a rule (a validation error, fixed, backtested, saved), a
-read-only session without write actions, revoking a key ending its session, labels, focus and
-tablet width on every page, `/docs` rendering with every request outside this host blocked, `/`
-leading to the dashboard.
-Screenshots at 1280×800 and tablet width go to test-artifacts/."""
+read-only session without write actions, revoking a key ending its session, labels, focus order,
+text contrast (WCAG AA) and tablet width on every page, `/docs` rendering with every request
+outside this host blocked, `/` leading to the dashboard. Screenshots at 1280×800 and tablet width
+go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -196,6 +196,36 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map((e) => e.name || e.id)"""
 
 
+# WCAG 2 contrast of every visible text against the first opaque background behind it: 4.5:1, or
+# 3:1 for large text (24 px, or 18.7 px bold). Disabled controls are exempt, as WCAG says.
+LOW_CONTRAST = """() => {
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const channel = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const lum = ([r, g, b]) => 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const bad = [];
+  for (const el of document.querySelectorAll("body *")) {
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    const style = getComputedStyle(el);
+    if (!own || el.closest("svg") || el.disabled || !el.getClientRects().length) continue;
+    if (style.visibility === "hidden") continue;
+    const [hi, lo] = [lum(rgb(style.color)), lum(background(el))].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize), bold = Number(style.fontWeight) >= 700;
+    const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    const what = el.tagName + "." + el.className + " '" + el.textContent.trim().slice(0, 30) + "'";
+    if (ratio < need) bad.push(what + " " + ratio.toFixed(2));
+  }
+  return bad;
+}"""
+
+
 def test_read_only_session_then_revoked_and_pages_accessible(server: str, browser, make_tenant) -> None:
     tenant_id, _ = make_tenant()
     admin_key, read_key = _key(tenant_id, "admin", "ops lead"), _key(tenant_id, "read", "wallboard")
@@ -215,6 +245,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     for path in pages:
         admin_page.goto(f"{server}{path}")
         assert admin_page.evaluate(UNLABELLED) == [], path
+        assert admin_page.evaluate(LOW_CONTRAST) == [], path
         admin_page.keyboard.press("Tab")
         assert admin_page.evaluate("() => document.activeElement.textContent") == "Skip to content", path
         admin_page.set_viewport_size({"width": 800, "height": 1100})

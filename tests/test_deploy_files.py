@@ -64,3 +64,43 @@ def test_compose_ships_no_default_passwords_and_no_open_flower() -> None:
     assert "--basic-auth=" in flower and "${CALLPULSE_FLOWER_PASSWORD:?" in flower
     assert all(str(p).startswith("127.0.0.1:") for p in services["flower"]["ports"])
     assert "ports" not in services["redis"] and "ports" not in services["postgres"]
+
+
+def test_compose_has_healthchecks_and_one_image_for_api_and_workers() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    # One image: built once (by migrate), run by the api and the CPU worker without a registry.
+    image = services["migrate"]["image"]
+    assert "build" in services["migrate"]
+    for name in ("api", "worker-cpu"):
+        assert services[name]["image"] == image and "build" not in services[name]
+        assert services[name]["pull_policy"] == "never"
+    assert services["worker-gpu"]["image"] != image  # CUDA torch: its own build of the Dockerfile
+    # The API is healthy when /healthz and /readyz answer; each worker when it answers a ping.
+    api_check = " ".join(services["api"]["healthcheck"]["test"])
+    assert "/healthz" in api_check and "/readyz" in api_check and ":8000" in api_check
+    for name, node in (("worker-cpu", "cpu@"), ("worker-gpu", "gpu@")):
+        check = " ".join(services[name]["healthcheck"]["test"])
+        assert "inspect ping" in check and f"-d {node}$$HOSTNAME" in check
+        # ... the node name the worker itself runs under.
+        command = services[name]["command"]
+        assert command[command.index("--name") + 1] == f"{node}%h"
+        assert "9540" in services[name]["expose"]  # its Prometheus metrics
+
+
+def test_readme_distributed_section_is_complete() -> None:
+    """What a newcomer copies: the database is created, `callpulse` is on PATH, the probes are
+    named, and the worker consumes every queue the pipeline sends to (asr is on by default)."""
+    import re
+
+    from worker.jobs.app import QUEUES
+
+    text = (ROOT / "README.md").read_text()
+    block = text.split("### Distributed", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    assert "createdb" in block and "source .venv/bin/activate" in block
+    assert "/healthz" in block and "/readyz" in block
+    worker = next(line for line in block.splitlines() if line.startswith("callpulse worker"))
+    named = re.search(r"--queues (\S+)", worker)
+    assert named is None or set(named.group(1).split(",")) == set(QUEUES), worker
+    # The TORCH_INDEX note is where a new user reads first: before the first section.
+    assert text.index("TORCH_INDEX=") < text.index("## Run it")

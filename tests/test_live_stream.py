@@ -4,6 +4,7 @@ Postgres; clients stream a real stereo call faster than real time over WebSocket
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -24,7 +25,8 @@ START = {"event": "start", "encoding": "pcm_s16le", "sample_rate": 16000, "chann
 
 @pytest.fixture(scope="module")
 def api(database: str, broker: str) -> Iterator[Api]:
-    with running_api({"CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "2"}) as server:
+    with running_api({"CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "2",
+                      "CALLPULSE_LIVE_MAX_DURATION_S": "60"}) as server:
         yield server
 
 
@@ -209,6 +211,23 @@ def test_bad_input_gets_a_reason_and_a_close_code(api: Api, call: np.ndarray, ma
         got = _refused(api, "/v1/live", first, headers, then)
         assert got.close_code == code, (reason, got)
         assert reason in got.of("error")[0]["reason"], (reason, got)
+
+
+def test_a_call_over_the_duration_limit_ends_there(api: Api, worker: None, call: np.ndarray,
+                                                   make_tenant) -> None:
+    _, key = make_tenant(["customer"])
+    got = Received()
+    with connect(f"{api.ws}/v1/live", additional_headers={"X-API-Key": key}) as ws:
+        ws.send(json.dumps(START))
+        drain(ws, got, timeout=30)
+        with contextlib.suppress(ConnectionClosed):  # refused mid-stream: what it said is buffered
+            stream(ws, np.concatenate([call, call]), got, chunk_s=0.5, speed=50.0)  # 72 s; limit 60 s
+        read_until_closed(ws, got)
+    assert got.close_code == 4413
+    assert "longer than the limit of 60 s" in got.of("error")[0]["reason"]
+    body = _wait_done(api, key, got.of("started")[0]["recording_id"])
+    assert body["status"] == "done" and body["disconnected"] is True
+    assert 59.0 <= body["duration_s"] <= 60.5
 
 
 def _twilio_messages(call: np.ndarray, key: str) -> list[str]:

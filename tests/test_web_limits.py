@@ -210,6 +210,27 @@ def test_a_20_mb_header_is_refused_before_it_is_read(api_server: tuple[str, int]
     assert ok.status_code == 200
 
 
+def test_a_body_read_with_the_headers_does_not_count_as_headers(api_server: tuple[str, int],
+                                                                 make_tenant) -> None:
+    """Headers and 200 KB of upload in one write: the server's first reads carry both, and only the
+    headers count toward the limit (an upload larger than the limit used to get a 431 at random)."""
+    host, port = api_server
+    _, key = make_tenant()
+    boundary = b"b0undary"
+    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="x.wav"\r\n'
+            b"Content-Type: audio/wav\r\n\r\n" + b"x" * 200_000 + b"\r\n--" + boundary + b"--\r\n")
+    head = (b"POST /v1/recordings HTTP/1.1\r\nHost: x\r\nX-API-Key: " + key.encode() +
+            b"\r\nContent-Type: multipart/form-data; boundary=" + boundary +
+            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    # The upload reached the app, which read it and refused the bytes as media: not a 431.
+    assert answer.startswith(b"HTTP/1.1 415"), answer[:300]
+
+
 def test_the_431_answer_names_the_setting(api_server: tuple[str, int]) -> None:
     host, port = api_server
     with socket.create_connection((host, port), timeout=10) as sock:
@@ -235,9 +256,15 @@ def test_live_stream_keys_are_counted_like_every_other_way_in(make_tenant) -> No
                 assert closed.value.code == code
 
 
-def test_limits_step_aside_when_redis_is_unreachable(make_tenant) -> None:
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "amqp://guest@127.0.0.1//"])
+def test_limits_step_aside_when_redis_is_unreachable(make_tenant, url: str,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from api import rate_limit
+
+    # The limiter leaves Redis alone for a few seconds after a failure; start (and end) with none.
+    monkeypatch.setattr(rate_limit, "_skip_until", 0.0)
     _, key = make_tenant()
-    with _client(auth_failures_per_ip=1, rate_limit_url="redis://127.0.0.1:1/0") as client:
+    with _client(auth_failures_per_ip=1, rate_limit_url=url) as client:
         for _ in range(3):
             assert client.get("/v1/recordings", headers={"X-API-Key": "cpk_wrong"}).status_code == 401
         assert client.get("/v1/recordings", headers={"X-API-Key": key}).status_code == 200

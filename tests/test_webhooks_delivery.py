@@ -27,9 +27,8 @@ from tests.rules_fixtures import (  # noqa: F401  (fixtures)
     rules_worker,
     seed_recording,
 )
+from worker.jobs import names
 from worker.jobs.app import app as celery_app
-from worker.jobs.names import DELIVER as DELIVER_TASK
-from worker.jobs.names import EVALUATE as EVALUATE_TASK
 from worker.notify import events
 from worker.notify import webhooks as notify
 from worker.stages import notify as notify_stages
@@ -144,12 +143,12 @@ def test_duplicate_task_deliveries_make_one_alert_and_one_message(
                 json={"name": "anger", "definition": {"when": {"label": "angry"}}})
     rec_id, _ = seed_recording(tenant_id, [ANGRY, ANGRY])
     for final in (False, False, False, True):
-        celery_app.send_task(EVALUATE_TASK, args=[str(rec_id), final])
+        celery_app.send_task(names.EVALUATE.name, args=[str(rec_id), final])
     got = receiver.wait(path, lambda rs: len(rs) >= 1)
     with transaction() as s:
         delivery_id = s.scalar(select(WebhookDelivery.id).where(WebhookDelivery.tenant_id == tenant_id))
     for _ in range(3):  # the deliver message itself duplicated
-        celery_app.send_task(DELIVER_TASK, args=[str(delivery_id)])
+        celery_app.send_task(names.DELIVER.name, args=[str(delivery_id)])
     time.sleep(1.5)
     assert len(receiver.at(path)) == 1 and got[0].valid
     with transaction() as s:

@@ -32,6 +32,7 @@ from db.models import Recording, RecordingStatus, Tenant
 from db.queries import corrections as corrections_q
 from db.queries import recordings as queries
 from worker import conversation
+from worker.jobs import names
 from worker.jobs.app import app as celery_app
 from worker.pipeline.media import audio_store, decode
 
@@ -43,8 +44,8 @@ COPY_CHUNK_BYTES = 1024 * 1024
 NOT_FOUND = "recording not found"
 # Sent by name (the name worker.jobs.ingest.ingest_recording registers, routed to the "ingest" queue) so
 # the API process does not import the worker's stages and, with them, torch and the models.
-INGEST_TASK = "callpulse.ingest_recording"
-RESCORE_TASK = "callpulse.rescore_recording"
+INGEST_TASK = names.INGEST.name
+RESCORE_TASK = names.RESCORE.name
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
     404: {"model": ErrorOut, "description": "No such recording for this tenant"},

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, SettingsDep, TenantDep
+from api.offload import run_bounded, run_bounded_async
 from api.schemas import ErrorOut, check_storable
 from api.schemas_rules import (
     BacktestFiring,
@@ -28,7 +29,8 @@ from api.schemas_rules import (
 from db.models import Rule, RuleVersion
 from db.queries import alerts as alerts_q
 from db.queries import rules as queries
-from worker.rules import RuleDefinition, RuleError, evaluate, parse_definition, parse_text, trajectory
+from worker.rules import RuleDefinition, RuleError, evaluate, parse_definition, trajectory
+from worker.rules.language import parse_text_result
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -37,6 +39,9 @@ YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 # A real rule is a few hundred bytes; the app-wide limit is sized for audio uploads, far too much
 # text to hand to a YAML parser on a request thread.
 MAX_RULE_BODY_BYTES = 64 * 1024
+# A real rule parses in well under a millisecond; only bigger texts pay for a parser process
+# (api/offload.py), where a slow parse cannot hold the GIL against the event loop.
+INLINE_PARSE_CHARS = 4096
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorOut, "description": "Missing, invalid or revoked API key"},
     404: {"model": ErrorOut, "description": "No such rule for this tenant"},
@@ -67,10 +72,14 @@ async def _rule_body(request: Request) -> RuleIn:
         body += chunk
         if len(body) > MAX_RULE_BODY_BYTES:
             raise too_large
-    try:
-        raw = parse_text(body.decode("utf-8", errors="replace"), content_type)
-    except RuleError as exc:
-        raise _problems(("body",), exc) from exc
+    text = body.decode("utf-8", errors="replace")
+    if len(text) <= INLINE_PARSE_CHARS:
+        parsed = parse_text_result(text, content_type)
+    else:
+        parsed = await run_bounded_async(parse_text_result, text, content_type)
+    ok, raw = parsed
+    if not ok:
+        raise _problems(("body",), RuleError(raw))
     try:
         return RuleIn.model_validate(raw)
     except ValidationError as exc:
@@ -90,7 +99,10 @@ def validated_definition(body: RuleIn) -> tuple[dict[str, Any], RuleDefinition]:
     raw: Any = body.definition
     try:
         if isinstance(raw, str):
-            raw = parse_text(raw, "application/yaml")
+            ok, raw = (parse_text_result(raw, "application/yaml") if len(raw) <= INLINE_PARSE_CHARS
+                       else run_bounded(parse_text_result, raw, "application/yaml"))
+            if not ok:
+                raise RuleError(raw)
         # Validate first: a valid definition is small and shallow (bounded conditions and depth),
         # so check_storable never walks an arbitrarily large or deep tree.
         parsed = parse_definition(raw)

@@ -8,22 +8,11 @@ from celery.signals import worker_init, worker_process_init, worker_process_shut
 from kombu import Exchange, Queue
 
 from callpulse.settings import get_settings
+from worker.jobs import names
 
-QUEUES = ("ingest", "infer", "rules", "notify", "asr")
-
-# Routing by task name: the broker carries ids only, Postgres holds the truth.
-TASK_ROUTES = {
-    "callpulse.ingest_recording": {"queue": "ingest"},
-    "callpulse.sweep_stuck_recordings": {"queue": "ingest"},
-    "callpulse.apply_retention": {"queue": "ingest"},
-    "callpulse.infer_segments": {"queue": "infer"},
-    # The infer worker runs the model, so it is the one that knows which version rescoring targets.
-    "callpulse.rescore_recording": {"queue": "infer"},
-    # Our own speech recognition (optional, GPU): the worker that holds the Whisper model.
-    "callpulse.transcribe_recording": {"queue": "asr"},
-    "callpulse.rules.*": {"queue": "rules"},
-    "callpulse.notify.*": {"queue": "notify"},
-}
+# Queues and routing come from the one declaration of every task (names.py).
+QUEUES = names.QUEUES
+TASK_ROUTES = names.TASK_ROUTES
 
 
 def make_celery() -> Celery:
@@ -47,21 +36,23 @@ def make_celery() -> Celery:
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
         broker_connection_retry_on_startup=True,
-        # Redis redelivers unacked messages after this; longer than any single task should run.
-        broker_transport_options={"visibility_timeout": 3600},
+        # Redis redelivers unacked messages after this: longer than any task may run (its hard
+        # time limit), so a message is redelivered only when its worker really died.
+        broker_transport_options={
+            "visibility_timeout": max(3600.0, names.longest_hard_limit_s(settings) + 300)},
         beat_schedule={
             "sweep-stuck-recordings": {
-                "task": "callpulse.sweep_stuck_recordings",
+                "task": names.SWEEP.name,
                 "schedule": settings.sweep_interval_s,
             },
             # Per-tenant retention of media and derived data (worker/stages/retention.py).
             "apply-retention": {
-                "task": "callpulse.apply_retention",
+                "task": names.RETENTION.name,
                 "schedule": settings.retention_interval_s,
             },
             # Webhook retries whose delayed message was lost (worker/jobs/notify.py).
             "sweep-overdue-webhook-deliveries": {
-                "task": "callpulse.notify.sweep_deliveries",
+                "task": names.SWEEP_DELIVERIES.name,
                 "schedule": settings.sweep_interval_s,
             },
         },

@@ -13,12 +13,12 @@ from callpulse.settings import get_settings
 from worker.jobs import names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
-from worker.jobs.retry import retry_unless_exhausted
+from worker.jobs.retry import reason, retry_unless_exhausted
 
 log = logging.getLogger(__name__)
 
 
-@app.task(bind=True, name=names.TRANSCRIBE)
+@app.task(bind=True, **names.TRANSCRIBE.options())
 def transcribe_recording(self: Task, recording_id: str) -> None:
     from worker.stages import asr as asr_stage
 
@@ -26,8 +26,8 @@ def transcribe_recording(self: Task, recording_id: str) -> None:
     try:
         followups = asr_stage.transcribe_recording(rec_id, get_settings())
     except Exception as exc:
-        retry_unless_exhausted(self, exc)
+        retry_unless_exhausted(self, exc, names.TRANSCRIBE)
         log.exception("ASR gave up after %d retries", self.request.retries)
         followups = asr_stage.continue_without_words(
-            rec_id, get_settings(), f"ASR failed: {type(exc).__name__}: {exc}"[:500])
+            rec_id, get_settings(), "ASR failed: " + reason(exc, "ASR", names.TRANSCRIBE))
     enqueue(followups)

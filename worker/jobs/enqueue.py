@@ -35,7 +35,7 @@ def enqueue(followups: Followups) -> None:
 def enqueue_deliveries(delivery_ids: Iterable[uuid.UUID], countdown: float | None = None) -> None:
     for delivery_id in delivery_ids:
         try:
-            app.send_task(names.DELIVER, args=[str(delivery_id)], countdown=countdown)
+            app.send_task(names.DELIVER.name, args=[str(delivery_id)], countdown=countdown)
         except Exception:
             # The delivery row is committed as pending: the delivery sweep sends it later.
             log.warning("could not enqueue webhook delivery %s; the sweep will retry", delivery_id,
@@ -48,9 +48,9 @@ def enqueue_rule_work(evaluate: Iterable[uuid.UUID], completed: Iterable[uuid.UU
     (which publishes recording.completed) for finished ones, recording.failed for failed ones."""
     done = list(completed)
     for rec_id in done:
-        app.send_task(names.EVALUATE, args=[str(rec_id), True])
+        app.send_task(names.EVALUATE.name, args=[str(rec_id), True])
     for rec_id in evaluate:
         if rec_id not in done:  # the final pass covers it
-            app.send_task(names.EVALUATE, args=[str(rec_id), False])
+            app.send_task(names.EVALUATE.name, args=[str(rec_id), False])
     for rec_id in failed:
-        app.send_task(names.PUBLISH, args=[str(rec_id), "recording.failed"])
+        app.send_task(names.PUBLISH.name, args=[str(rec_id), "recording.failed"])

@@ -17,23 +17,23 @@ from worker.jobs.retry import give_up_or_retry
 from worker.stages import ingest, sweep
 
 
-@app.task(bind=True, name=names.INGEST)
+@app.task(bind=True, **names.INGEST.options())
 def ingest_recording(self: Task, recording_id: str) -> None:
     rec_id = uuid.UUID(recording_id)
     try:
         followups = ingest.ingest(rec_id, get_settings())
     except Exception as exc:
-        give_up_or_retry(self, exc, lambda: [rec_id], "ingest")
+        give_up_or_retry(self, exc, names.INGEST, lambda: [rec_id], "ingest")
         return
     enqueue(followups)
 
 
-@app.task(name=names.SWEEP)
+@app.task(**names.SWEEP.options())
 def sweep_stuck_recordings() -> None:
     enqueue(sweep.sweep(get_settings()))
 
 
-@app.task(name=names.RETENTION)
+@app.task(**names.RETENTION.options())
 def apply_retention() -> None:
     # No retry: the next beat tick is the retry, and each batch it finished is already committed.
     from worker.stages.retention import apply_retention as run

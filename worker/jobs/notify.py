@@ -16,23 +16,23 @@ from worker.jobs.retry import retry_or_drop
 from worker.stages import notify as notify_stages
 
 
-@app.task(bind=True, name=names.PUBLISH)
+@app.task(bind=True, **names.PUBLISH.options())
 def publish_recording_event(self: Task, recording_id: str, event_type: str) -> None:
     try:
         deliveries = notify_stages.publish_recording_event(uuid.UUID(recording_id), event_type)
     except Exception as exc:
-        retry_or_drop(self, exc, f"publishing {event_type} of {recording_id}")
+        retry_or_drop(self, exc, names.PUBLISH, f"publishing {event_type} of {recording_id}")
         return
     enqueue_deliveries(deliveries)
 
 
-@app.task(bind=True, name=names.DELIVER)
+@app.task(bind=True, **names.DELIVER.options())
 def deliver(self: Task, delivery_id: str) -> None:
     # Receiver failures are not exceptions: the stage logs the attempt and says when to try again.
     try:
         delay = notify_stages.deliver(uuid.UUID(delivery_id), get_settings())
     except Exception as exc:
-        retry_or_drop(self, exc, f"webhook delivery {delivery_id}")
+        retry_or_drop(self, exc, names.DELIVER, f"webhook delivery {delivery_id}")
         return
     if delay is not None:
         # A new message rather than task.retry: the row (next_attempt_at) is the truth, and the
@@ -40,6 +40,6 @@ def deliver(self: Task, delivery_id: str) -> None:
         enqueue_deliveries([uuid.UUID(delivery_id)], countdown=delay)
 
 
-@app.task(name=names.SWEEP_DELIVERIES)
+@app.task(**names.SWEEP_DELIVERIES.options())
 def sweep_deliveries() -> None:
     enqueue_deliveries(notify_stages.overdue_deliveries(get_settings()))

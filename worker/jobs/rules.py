@@ -14,11 +14,11 @@ from worker.jobs.retry import retry_or_drop
 from worker.stages import rules as rule_stages
 
 
-@app.task(bind=True, name=names.EVALUATE)
+@app.task(bind=True, **names.EVALUATE.options())
 def evaluate_recording(self: Task, recording_id: str, final: bool = False) -> None:
     try:
         deliveries = rule_stages.evaluate_recording(uuid.UUID(recording_id), final)
     except Exception as exc:
-        retry_or_drop(self, exc, f"rule evaluation of {recording_id}")
+        retry_or_drop(self, exc, names.EVALUATE, f"rule evaluation of {recording_id}")
         return
     enqueue_deliveries(deliveries)

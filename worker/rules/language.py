@@ -26,6 +26,7 @@ import yaml
 from worker.pipeline.labels import CANONICAL_LABELS, MAFW_EXTRA_LABELS
 from worker.rules import conversation_rules
 from worker.rules.conversation_rules import ConversationCondition
+from worker.rules.nesting import MAX_TEXT_DEPTH, text_depth_exceeds
 
 LABELS = frozenset(CANONICAL_LABELS + MAFW_EXTRA_LABELS)
 SEVERITIES = ("info", "low", "medium", "high", "critical")
@@ -141,15 +142,28 @@ class _NoAliasLoader(yaml.SafeLoader):
 def parse_text(text: str, content_type: str = "application/json") -> Any:
     """JSON, or YAML when the content type says so (YAML is a superset of JSON, so either parses)."""
     kind = "YAML" if "yaml" in content_type.lower() else "JSON"
+    if text_depth_exceeds(text):
+        raise RuleError([((), f"not valid {kind}: nested too deeply (more than {MAX_TEXT_DEPTH} levels)")])
     try:
         if kind == "YAML":
             return yaml.load(text, Loader=_NoAliasLoader)  # a SafeLoader, minus aliases
         return json.loads(text)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
         raise RuleError([((), f"not valid {kind}: {exc}")]) from exc
+    except ValueError as exc:
+        # int() refuses integers of more than 4,300 digits (both parsers call it): a 422, not a 500.
+        raise RuleError([((), f"not valid {kind}: a number is too long ({str(exc)[:80]})")]) from exc
     except RecursionError as exc:
         # Both parsers recurse per nesting level: thousands of levels must be a 422, not a 500.
         raise RuleError([((), f"not valid {kind}: nested too deeply")]) from exc
+
+
+def parse_text_result(text: str, content_type: str) -> tuple[bool, Any]:
+    """parse_text as plain data, for a parser process: (True, value) or (False, problems)."""
+    try:
+        return True, parse_text(text, content_type)
+    except RuleError as exc:
+        return False, exc.problems
 
 
 def parse_definition(raw: Any) -> RuleDefinition:

@@ -9,6 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from callpulse import metrics
 from callpulse.settings import Settings
 from db.models import RecordingStatus, Segment, utcnow
@@ -135,7 +137,7 @@ def _predict_isolating_failures(
         return []
     try:
         return list(model.predict(inputs))
-    except ComponentUnavailable:
+    except (ComponentUnavailable, SoftTimeLimitExceeded):
         raise  # a model that cannot load fails every item alike: retry the task, mark nothing
     except Exception:
         log.exception("batch of %d failed; retrying items one by one", len(inputs))
@@ -143,6 +145,8 @@ def _predict_isolating_failures(
     for item in inputs:
         try:
             out.extend(model.predict([item]))
+        except SoftTimeLimitExceeded:
+            raise  # the task's time is up: not this segment's fault
         except Exception as exc:  # recorded on the segment, never lost silently
             out.append(exc)
     failures = [r for r in out if isinstance(r, Exception)]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -122,6 +123,8 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             try:
                 audio_by_rec[plan.recording_id] = audio_store.load_or_decode(
                     source.cache, source.media_uri, settings.sample_rate)
+            except SoftTimeLimitExceeded:
+                raise  # the task's time is up
             except Exception:
                 if plan.recording_id not in borrowed:
                     raise
@@ -172,6 +175,8 @@ def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -
             continue
         try:
             reference = make(clips, audio.sample_rate)
+        except SoftTimeLimitExceeded:
+            raise  # the task's time is up
         except Exception:  # the raw-feature head still answers; never fail the batch for this
             log.exception("no speaker reference for %s", speaker)
             continue
@@ -204,6 +209,8 @@ def _frames(source: Source, plan: Plan, count: int) -> list[VideoFrame]:
     try:
         return face.sample_frames(Path(source.media_uri), plan.start_s, plan.end_s,
                                   count=count)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up
     except Exception as exc:  # FrameError, a missing ffprobe, odd metadata: never fail the batch
         # Voice (and words) still decide; the reasoning simply has no face evidence.
         log.warning("no frames for segment %s: %s", plan.segment_id, exc)

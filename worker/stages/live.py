@@ -168,6 +168,9 @@ def finish(recording_id: uuid.UUID, settings: Settings, disconnected: bool) -> A
             return followups
         rec.duration_s = round(audio.duration_s, 3)
         rec.size_bytes = media.stat().st_size
+        # References made mid-call rest on the first turns only: with the whole call on disk, the
+        # next inference (the call's last segments, or a rescore) makes them from all of it.
+        rec.speaker_references = {}
         q.set_status(rec, RecordingStatus.analyzing)
         if not _unpredicted(s, rec.id):
             caches.append(_complete(s, rec, settings, followups))

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from worker.pipeline.contracts import DecodedAudio, SpeechSegment
 
@@ -91,6 +90,10 @@ def speech_regions(model: Any, samples: np.ndarray, sample_rate: int, threshold:
     probs: list[float] = []
     total = int(samples.shape[0])
     step = VAD_WINDOW * (int(VAD_CHUNK_S * sample_rate) // VAD_WINDOW)
+    # Here, not at module level: the API imports this module's segment shaping (live calls) and
+    # must not pay for torch at start-up.
+    import torch
+
     with torch.inference_mode():
         for offset in range(0, total, step):
             chunk = _as_float(samples[offset: offset + step])

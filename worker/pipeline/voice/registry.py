@@ -6,10 +6,10 @@ from pathlib import Path
 
 from worker.pipeline.contracts import EmotionModel
 from worker.pipeline.labels import CANONICAL_LABELS
+from worker.pipeline.voice.names import BACKENDS
 
 __all__ = ["BACKENDS", "CANONICAL_LABELS", "BackendUnavailable", "load_backend"]
 
-BACKENDS: tuple[str, ...] = ("embedded", "audio-classifier", "omni", "r1-omni")
 
 
 class BackendUnavailable(ValueError):

@@ -1,8 +1,10 @@
 """The default CPU backend: handcrafted + speaker-encoder features into a small shipped classifier.
 
 Per-speaker normalisation: the infer stage has `speaker_reference` summarise up to 12 clips of one speaker
-(feature mean/std); `predict` normalises each segment's features against its speaker's summary
-and uses the `speaker` head. Without a summary it uses the `plain` head on the raw features.
+(feature mean/std); `predict` normalises each segment's features against its speaker's summary for
+the `speaker` head and mixes its answer with the `plain` head's by how neutral the speaker's
+baseline sounds (`classifier.EmbeddedWeights.combined`). Without a summary the `plain` head decides.
+An adapted model (`callpulse adapt`) adds its residual head on top of either.
 """
 
 from __future__ import annotations
@@ -58,16 +60,20 @@ class EmbeddedEmotionModel:
         return bool(n >= 1 and len(mean) == len(std) == features.N_FEATURES)
 
     def probabilities(self, matrix: np.ndarray, references: list[dict[str, Any] | None]) -> np.ndarray:
-        """Raw-class probabilities per row: speaker head where a usable reference exists. A
-        reference that includes the segment itself (`includes_segment`) is used without it."""
-        out = self.model.heads["plain"].predict_proba(matrix)
+        """Raw-class probabilities per row: both heads where a usable reference exists, the plain
+        head alone elsewhere. A reference that includes the segment itself (`includes_segment`) is
+        used without it."""
+        n_rows = matrix.shape[0]
+        ref_mean = np.zeros((n_rows, features.N_FEATURES))
+        ref_std = np.zeros((n_rows, features.N_FEATURES))
+        ref_n = np.zeros(n_rows)
         for row, reference in enumerate(references):
             if reference and reference.get("includes_segment") and self.usable_reference(reference):
                 reference = classifier.leave_out(reference, matrix[row])
             if reference is not None and self.usable_reference(reference):
-                normalised = self.model.normalise(matrix[row : row + 1], reference)
-                out[row] = self.model.heads["speaker"].predict_proba(normalised)[0]
-        return out
+                ref_mean[row], ref_std[row] = reference["mean"], reference["std"]
+                ref_n[row] = float(reference["n"])
+        return self.model.combined(matrix, ref_mean, ref_std, ref_n)
 
     def predict(self, batch: list[SegmentInput]) -> list[EmotionResult]:
         if not batch:

@@ -1,0 +1,1 @@
+"""Design rules of docs/DESIGN.md as tests."""
