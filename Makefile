@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test install system test-system services lint pytest test-contracts bench clean
 
 demo: install
-	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg --roles agent,customer
+	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg callpulse/examples/escalation_call.ogg --roles agent,customer
 
 test: install test-system services lint pytest
 
@@ -20,9 +20,11 @@ TORCH_INDEX ?=
 system:
 	PYTHON=$(PYTHON) scripts/ensure-system.sh
 
-# Only the dashboard's browser tests need Chromium; `make demo` does not install it.
+# Only the dashboard's browser tests need Chromium, and only the escalation-call tests espeak-ng and
+# sox; `make demo` installs none of them.
 test-system:
 	scripts/ensure-chromium.sh
+	PYTHON=$(PYTHON) TEST_TOOLS=1 scripts/ensure-system.sh
 
 $(STAMP): pyproject.toml
 	$(MAKE) system

@@ -86,7 +86,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     failures = 0
     try:
         for result in analyze_files([Path(f) for f in args.files], channel_roles, _csv(args.analyze_roles),
-                                    get_settings(), show_progress=not args.quiet, transcripts=transcripts):
+                                    get_settings(), show_progress=not args.quiet, transcripts=transcripts,
+                                    emotion_prior=args.emotion_prior):
             failures += result.get("status") != "done"
             if args.format == "json":
                 sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
@@ -293,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not transcribe: by default every file without --transcript is transcribed "
                    "first (bundled Whisper-base, on CPU), so its words feed the text model and show "
                    "under each segment")
+    p.add_argument("--emotion-prior", choices=("balanced", "calls"), default="balanced",
+                   help="class prior: balanced (default, the training prior) or calls (neutral-heavy, "
+                   "fewer false alarms; docs/MODELS.md)")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table for people; json prints JSON Lines, one object per input file")
     p.add_argument("--database-url", help="override CALLPULSE_DATABASE_URL for this run")

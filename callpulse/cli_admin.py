@@ -58,7 +58,7 @@ def tenant_json(tenant: Tenant) -> dict[str, Any]:
     return {"id": str(tenant.id), "name": tenant.name, "analyzed_roles": list(tenant.analyzed_roles),
             "analyze_unknown_roles": tenant.analyze_unknown_roles,
             "media_retention_days": tenant.media_retention_days,
-            "data_retention_days": tenant.data_retention_days}
+            "data_retention_days": tenant.data_retention_days, "emotion_prior": tenant.emotion_prior}
 
 
 def _retention(value: str) -> int | None:
@@ -82,6 +82,7 @@ def cmd_tenants_create(args: argparse.Namespace) -> int:
         with transaction() as s:
             roles = _csv(args.analyzed_roles) if args.analyzed_roles else None
             tenant = create_tenant(s, args.name, roles, analyze_unknown_roles=not args.skip_unknown_roles)
+            tenant.emotion_prior = args.emotion_prior
             tenant_id = tenant.id
     except TenantExists as exc:
         print(f"callpulse tenants create: {exc}", file=sys.stderr)
@@ -98,7 +99,7 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
     with transaction() as s:
         objects = [tenant_json(t) for t in list_tenants(s)]
     _emit(objects, ("name", "id", "analyzed_roles", "analyze_unknown_roles", "media_retention_days",
-                    "data_retention_days"), args.format)
+                    "data_retention_days", "emotion_prior"), args.format)
     return 0
 
 
@@ -123,12 +124,14 @@ def cmd_tenants_update(args: argparse.Namespace) -> int:
             tenant.media_retention_days = args.media_retention_days
         if args.data_retention_days is not _UNSET:
             tenant.data_retention_days = args.data_retention_days
+        if args.emotion_prior is not None:
+            tenant.emotion_prior = args.emotion_prior
         s.flush()
         obj = tenant_json(tenant)
     print(f"updated tenant {args.name} (applies to calls analyzed from now on; retention to every call "
           "at the next retention sweep)", file=sys.stderr)
     _emit([obj], ("name", "analyzed_roles", "analyze_unknown_roles", "media_retention_days",
-                  "data_retention_days"), args.format)
+                  "data_retention_days", "emotion_prior"), args.format)
     return 0
 
 
@@ -196,6 +199,12 @@ class _Unset:
 _UNSET: Any = _Unset()
 
 
+PRIOR_CHOICES = ("balanced", "calls")
+PRIOR_HELP = ("class prior applied at inference: balanced (default; the training prior, no label's recall "
+              "traded away) or calls (neutral-heavy: fewer false alarms, less recall of the other labels; "
+              "docs/MODELS.md)")
+
+
 def add_admin_commands(sub: Any) -> None:
     """Register `tenants` and `keys` on the main parser's subcommands."""
     fmt = {"choices": ("table", "json"), "default": "table",
@@ -208,6 +217,7 @@ def add_admin_commands(sub: Any) -> None:
                    "CALLPULSE_DEFAULT_ANALYZED_ROLES, itself 'customer')")
     p.add_argument("--skip-unknown-roles", action="store_true",
                    help="do not analyze speakers whose role is unknown (mono calls)")
+    p.add_argument("--emotion-prior", choices=PRIOR_CHOICES, default="balanced", help=PRIOR_HELP)
     p.set_defaults(func=cmd_tenants_create)
 
     p = tenants.add_parser("list", help="every tenant with its analyzed roles and retention")
@@ -229,6 +239,7 @@ def add_admin_commands(sub: Any) -> None:
     p.add_argument("--data-retention-days", type=_retention, default=_UNSET, metavar="DAYS|none",
                    help="delete a call entirely (segments, predictions, alerts, media, as DELETE "
                    "/v1/recordings/{id}) this many days after upload; 'none' keeps it")
+    p.add_argument("--emotion-prior", choices=PRIOR_CHOICES, help=PRIOR_HELP)
     p.add_argument("--format", **fmt)
     p.set_defaults(func=cmd_tenants_update, analyze_unknown_roles=None)
 

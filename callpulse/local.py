@@ -56,6 +56,7 @@ def analyze_files(
     settings: Settings,
     show_progress: bool = True,
     transcripts: dict[Path, Path] | None = None,
+    emotion_prior: str = "balanced",
 ) -> Iterator[dict[str, Any]]:
     """Analyze each file in turn and yield its timeline (the API's timeline fields plus `file`).
     ``transcripts``: a transcript file (JSON or WebVTT) per media file, where there is one."""
@@ -68,6 +69,7 @@ def analyze_files(
         # The embedded mode's policy is this run's options; recorded on the tenant for the rows it writes.
         tenant.analyzed_roles = [r for r in analyzed_roles if r != "unknown"]
         tenant.analyze_unknown_roles = "unknown" in analyzed_roles
+        tenant.emotion_prior = emotion_prior
         tenant_id = tenant.id
 
     progress = Progress(show_progress, len(paths))

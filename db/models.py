@@ -71,6 +71,9 @@ class Tenant(Base):
     analyzed_roles: Mapped[list[str]] = mapped_column(JSONType, default=lambda: ["customer"])
     # Mono recordings and stereo calls without channel roles have role "unknown".
     analyze_unknown_roles: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Class prior applied at inference (worker/pipeline/priors.py): "balanced" (the training prior,
+    # no label's recall traded away) or "calls" (neutral-heavy, fewer false alarms).
+    emotion_prior: Mapped[str] = mapped_column(String(16), default="balanced", server_default="balanced")
     # Retention in days, counted from a call's upload; None keeps it until deleted by hand. Media
     # (the upload and the decoded-audio cache) and derived data (the call's row, segments,
     # predictions, alerts, ...) expire separately, so audio can go long before the analytics.

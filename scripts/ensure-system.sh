@@ -6,6 +6,12 @@ PYTHON=${PYTHON:-python3}
 need=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
 "$PYTHON" -c "import ensurepip, venv" 2>/dev/null || need+=("python3-venv")
+# Tests only (TEST_TOOLS=1, from `make test-system`): the scripted escalation call is spoken by
+# espeak-ng and assembled by sox at test time (tests/escalation_call.py).
+if [ "${TEST_TOOLS:-0}" = 1 ]; then
+  command -v espeak-ng >/dev/null || need+=(espeak-ng)
+  command -v sox >/dev/null && command -v soxi >/dev/null || need+=(sox)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if command -v apt-get >/dev/null; then
   echo "installing ${need[*]} (apt-get)" >&2

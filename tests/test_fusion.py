@@ -87,7 +87,8 @@ def test_voice_only_keeps_the_voice_answer_and_flags_doubt_by_the_setting() -> N
     assert sure.scores == _scores("neutral", 0.55) and sure.uncertain is False
     assert set(sure.modalities) == {"audio"} and sure.modalities["audio"]["weight"] == 1.0
     doubtful = MultimodalModel(_Voice(), uncertain_below=0.6).predict([segment])[0]
-    assert doubtful.uncertain is True and doubtful.reasoning_text.endswith("uncertain: yes")
+    assert doubtful.uncertain is True
+    assert doubtful.reasoning_text.endswith("uncertain: yes (top two: neutral 0.55, happy 0.07)")
     assert MultimodalModel(_Voice()).version == "v1"
 
 

@@ -74,6 +74,7 @@ class Word:
     end_s: float
     text: str
     probability: float | None = None  # the recogniser's confidence in it (our ASR); None if unknown
+    language: str | None = None  # the language our ASR heard it in ("en"); None if unknown
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,10 @@ class SegmentInput:
     # `speaker_reference` at ingest (per-speaker normalisation); None when the backend has none.
     speaker_reference: dict[str, Any] | None = None
     words: list[Word] = field(default_factory=list)  # transcript words inside the segment
+    # The language of those words (the ASR's, else the upload's `language`): the text model reads
+    # English only and abstains on others.
+    language: str | None = None
+    prior: str = "balanced"  # the tenant's class-prior preset (worker/pipeline/priors.py)
     frames: list[VideoFrame] = field(default_factory=list)  # video frames inside the segment
 
 

@@ -21,9 +21,10 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from worker.pipeline import reasoning
+from worker.pipeline import priors, reasoning
 from worker.pipeline.contracts import EmotionModel, EmotionResult, Evidence, SegmentInput
 from worker.pipeline.labels import CANONICAL_LABELS, valence_arousal
+from worker.pipeline.text import lexicon
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,13 @@ log = logging.getLogger(__name__)
 # trained and tested on most speakers; faces are often half-turned or absent in support videos;
 # text emotion from short call utterances is the weakest on held-out dialogue (docs/MODELS.md).
 MODALITY_PRIOR: dict[str, float] = {"audio": 1.0, "video": 0.8, "text": 0.6}
+# Languages the text model reads (its encoder and head are English).
+TEXT_LANGUAGES = frozenset({"en"})
+# Labels that are rare in calls and that the voice model gives out-of-domain speech when it cannot
+# place it (fear, on speech unlike its acted corpora): asserted only when clearly ahead, otherwise the
+# segment is flagged uncertain with its top two labels (docs/MODELS.md, "Abstention").
+RARE_LABELS = frozenset({"fear", "disgust", "surprise"})
+RARE_LABEL_MIN_CONFIDENCE = 0.7
 _FLOOR = 1e-4  # probabilities are floored before the log so one zero cannot veto a label
 
 
@@ -128,7 +136,9 @@ class MultimodalModel:
         audio_version = audio.version
         if hasattr(audio, "speaker_reference") and not speaker_normalisation:
             audio_version += "(no-speaker-norm)"
-        self.version = ";".join([audio_version] + [c.version for c in (text, face) if c is not None])
+        # The call-phrase lexicon shapes the words' answer, so it is part of the text version.
+        parts = [f"{text.version}+{lexicon.LEXICON_VERSION}"] if text is not None else []
+        self.version = ";".join([audio_version, *parts] + ([face.version] if face is not None else []))
 
     def speaker_reference(self, clips: list[np.ndarray], sample_rate: int) -> dict[str, Any] | None:
         if not self.uses_speaker_reference:
@@ -160,12 +170,29 @@ class MultimodalModel:
         extra: dict[str, dict[str, Any]] = {}
         if seg.frames and getattr(self.audio, "uses_frames", False):
             extra["audio"] = {"frames": len(seg.frames)}  # this answer saw the face too
+        abstained: dict[str, Any] | None = None
         if text is not None and self.text is not None:
-            answers.append(ModalityAnswer("text", self.text.name, self.text.version, dict(text.scores)))
-            evidence += reasoning.text_evidence(text, seg.start_s, seg.end_s)
-            extra["text"] = {"text": str(text.text)[:500],
-                             "cues": [{"text": c.text, "start_s": c.start_s, "end_s": c.end_s,
-                                       "weight": round(float(c.weight), 4)} for c in text.cues]}
+            if seg.language and seg.language.split("-")[0] not in TEXT_LANGUAGES:
+                # The text head reads English: on other words its answer would be noise that
+                # looks like evidence. It abstains, and the reasoning says so.
+                abstained = {"model": self.text.name, "version": self.text.version, "label": "abstained",
+                             "confidence": 0.0, "weight": 0.0, "text": str(text.text)[:500],
+                             "abstained": f"words in '{seg.language}': the text model reads English only"}
+                evidence.append(Evidence(
+                    start_s=seg.start_s, end_s=seg.end_s, modality="text", cue="text_abstained",
+                    value=seg.language, text=f"Words in '{seg.language}': the text model reads English "
+                    "only and abstained (weight 0)"))
+            else:
+                cues = lexicon.find(seg.words)
+                text = lexicon.apply(text, cues)
+                answers.append(ModalityAnswer("text", self.text.name, self.text.version, dict(text.scores)))
+                evidence += reasoning.lexicon_evidence(cues, seg.start_s, seg.end_s)
+                evidence += reasoning.text_evidence(text, seg.start_s, seg.end_s)
+                extra["text"] = {"text": str(text.text)[:500],
+                                 "cues": [{"text": c.text, "start_s": c.start_s, "end_s": c.end_s,
+                                           "weight": round(float(c.weight), 4)} for c in text.cues],
+                                 "phrases": [{"text": c.text, "start_s": c.start_s, "end_s": c.end_s,
+                                              "label": c.label, "weight": c.weight} for c in cues]}
         if faces and self.face is not None:
             answers.append(ModalityAnswer("video", self.face.name, self.face.version, _mean_scores(faces)))
             evidence += reasoning.face_evidence(faces, seg.start_s, seg.end_s)
@@ -174,22 +201,36 @@ class MultimodalModel:
             scores, weights = dict(audio.scores), {"audio": 1.0}
         else:
             scores, weights = fuse(answers)
+        if seg.prior != priors.DEFAULT:
+            scores = priors.shift(scores, seg.prior)
         label = max(scores, key=scores.__getitem__)
         confidence = scores[label]
-        uncertain = confidence < self.uncertain_below
+        uncertain = confidence < self.uncertain_below or (
+            label in RARE_LABELS and confidence < RARE_LABEL_MIN_CONFIDENCE)
         modalities = {
             a.modality: {"model": a.model, "version": a.version, "label": a.label,
                          "confidence": round(a.confidence, 4), "weight": round(weights[a.modality], 4),
                          "scores": {k: round(v, 4) for k, v in a.scores.items()}, **extra.get(a.modality, {})}
             for a in answers
         }
+        if abstained is not None:
+            modalities["text"] = abstained
+        if seg.prior != priors.DEFAULT:
+            # Kept with the voice entry (every prediction has one), where the dashboard and API
+            # already show each modality's answer: which prior shaped the fused label.
+            modalities["audio"]["prior"] = seg.prior
         valence, arousal = _affect(scores, audio)
+        text_out = reasoning.summary(seg.role, seg.start_s, seg.end_s, evidence, label, confidence, uncertain)
+        if seg.prior != priors.DEFAULT:
+            text_out += f" [prior: {seg.prior}]"
+        if uncertain:
+            # A segment the model cannot place says between what, never just a label.
+            first, second = sorted(scores.items(), key=lambda kv: -kv[1])[:2]
+            text_out += f" (top two: {first[0]} {first[1]:.2f}, {second[0]} {second[1]:.2f})"
         return EmotionResult(
             label=label, raw_label=audio.raw_label if label == audio.label else label, scores=scores,
             confidence=float(confidence), valence=valence, arousal=arousal, evidence=evidence,
-            reasoning_text=reasoning.summary(seg.role, seg.start_s, seg.end_s, evidence, label, confidence,
-                                             uncertain),
-            uncertain=uncertain, modalities=modalities,
+            reasoning_text=text_out, uncertain=uncertain, modalities=modalities,
         )
 
 

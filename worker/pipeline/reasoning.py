@@ -9,6 +9,7 @@ rough population norms, and the text says which.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +227,19 @@ def text_evidence(observation: Any, start_s: float, end_s: float) -> list[Eviden
         items.append(Evidence(start_s=lo, end_s=hi, modality="text", cue="words",
                               value=round(float(cue.weight), 3), label=label, words=str(cue.text),
                               text=f"Words '{cue.text}' at {format_time(lo)} point to {label}"))
+    return items
+
+
+def lexicon_evidence(cues: Sequence[Any], start_s: float, end_s: float) -> list[Evidence]:
+    """Call phrases that moved the words' answer (worker/pipeline/text/lexicon.py), each at its time; the
+    summary quotes them first because they are what a supervisor would have flagged."""
+    span = Span(float(start_s), float(max(end_s, start_s)))
+    items = []
+    for cue in sorted(cues, key=lambda c: -abs(float(c.weight)))[:4]:
+        lo, hi = span.clip(float(cue.start_s), float(cue.end_s))
+        items.append(Evidence(start_s=lo, end_s=hi, modality="text", cue="words",
+                              value=round(float(cue.weight), 3), label=str(cue.label), words=str(cue.text),
+                              text=f"Words '{cue.text}' at {format_time(lo)}: a call phrase for {cue.label}"))
     return items
 
 

@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
-from db.models import Recording, Segment
+from db.models import Recording, Segment, Tenant
 from db.queries import pipeline as q
 from db.queries.corrections import get_transcript
-from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame
+from worker.pipeline.contracts import Acoustics, DecodedAudio, EmotionModel, SegmentInput, VideoFrame, Word
 from worker.pipeline.media import audio_store
 from worker.pipeline.speech import prosody
 from worker.pipeline.text.transcript_index import TranscriptIndex
@@ -57,6 +57,8 @@ class Source:
     references: dict[str, dict[str, Any]]
     reference_spans: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
     new_references: dict[str, dict[str, Any]] = field(default_factory=dict)
+    language: str | None = None  # the upload's `language`, for words our ASR did not tag
+    prior: str = "balanced"  # the tenant's class-prior preset
 
 
 def audio_version(model: EmotionModel) -> str:
@@ -85,7 +87,9 @@ def load_source(s: Session, rec: Recording, settings: Settings, model: EmotionMo
     if getattr(model, "uses_speaker_reference", hasattr(model, "speaker_reference")):
         for speaker in sorted(speakers - set(references)):
             spans[speaker] = _spread_spans(s, rec.id, speaker, settings.speaker_reference_segments)
-    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans)
+    tenant = s.get(Tenant, rec.tenant_id)
+    return Source(rec.media_uri, cache, bool(rec.has_video), baselines, words, references, spans,
+                  language=rec.language, prior=tenant.emotion_prior if tenant is not None else "balanced")
 
 
 def _spread_spans(s: Session, recording_id: uuid.UUID, speaker: str, limit: int) -> list[
@@ -133,6 +137,7 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
         audio = audio_by_rec[plan.recording_id]
         if audio is None:
             continue
+        words = source.transcript.words(plan.start_s, plan.end_s, plan.channel) if source.transcript else []
         inputs.append(SegmentInput(
             key=str(plan.segment_id),
             audio=audio_store.slice_mono(audio, plan.channel, plan.start_s, plan.end_s),
@@ -143,12 +148,21 @@ def build_inputs(plans: list[Plan], sources: dict[uuid.UUID, Source], settings: 
             baseline=source.baselines.get(plan.speaker),
             acoustics=cast(Acoustics, plan.acoustics) if plan.acoustics else None,
             speaker_reference=_reference_for(source, plan),
-            words=(source.transcript.words(plan.start_s, plan.end_s, plan.channel)
-                   if source.transcript else []),
+            words=words,
+            language=_language(words, source.language),
+            prior=source.prior,
             frames=_frames(source, plan, count) if face_frames and source.has_video else [],
         ))
         keys.append(plan.segment_id)
     return inputs, keys
+
+
+def _language(words: list[Word], uploaded: str | None) -> str | None:
+    """The language most of the segment's words were heard in, else the upload's."""
+    heard = [w.language for w in words if w.language]
+    if heard:
+        return max(set(heard), key=heard.count)
+    return uploaded.strip().lower().replace("_", "-").split("-")[0] if uploaded else None
 
 
 def _make_references(source: Source, audio: DecodedAudio, model: EmotionModel) -> None:

@@ -403,4 +403,9 @@ def _word_row(w: Word) -> list[Any]:
 def from_rows(rows: Iterable[dict[str, Any]]) -> list[Utterance]:
     """Utterances back from to_rows' JSON (validated when it was stored)."""
     return [Utterance(r["start_s"], r["end_s"], r["text"], r.get("speaker"), r.get("channel"),
-                      tuple(Word(*w) for w in r.get("words") or ()), r.get("language")) for r in rows]
+                      tuple(_word(w, r.get("language")) for w in r.get("words") or ()),
+                      r.get("language")) for r in rows]
+
+
+def _word(w: list[Any], language: str | None) -> Word:
+    return Word(w[0], w[1], w[2], w[3] if len(w) > 3 else None, language)
