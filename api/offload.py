@@ -4,8 +4,8 @@ Pure-Python parsing holds the GIL: on a request thread it slows every other thre
 included, and one 60 KB YAML body froze /healthz for seconds. Each job here runs in its own child
 process (forked from a forkserver that has the parsers imported, so a start costs milliseconds) at
 a lower CPU priority than the server, at most CALLPULSE_PARSE_WORKERS at a time; a job waits at
-most CALLPULSE_PARSE_TIMEOUT_S for a slot (then 503 with Retry-After) and runs at most as long
-again (then its process is killed and the request gets a 422 saying so). The functions sent here
+most CALLPULSE_PARSE_TIMEOUT_S for a slot (then 503 with Retry-After) and may use as many seconds
+of CPU (then the kernel ends it and the request gets a 422 saying so). The functions sent here
 return plain data, errors included (a tagged tuple), because exception objects do not always
 survive pickling.
 """
@@ -13,8 +13,11 @@ survive pickling.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
+import resource
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -30,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _PRELOAD = ["worker.rules.language", "api.transcript_upload"]
 PARSER_NICENESS = 10
+WALL_FACTOR = 10
 
 _lock = threading.Lock()
 _slots: threading.BoundedSemaphore | None = None
@@ -46,9 +50,12 @@ def _setup() -> tuple[threading.BoundedSemaphore, Any]:
         return _slots, _context
 
 
-def _child(conn: Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+def _child(conn: Connection, cpu_s: int, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
     # Serving requests comes first: a parser only gets the CPU the API process leaves.
     os.nice(PARSER_NICENESS)
+    # The parse budget is CPU time, which a busy host does not eat into; the kernel ends the
+    # process (SIGXCPU) when it is spent.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 5))
     try:
         conn.send(("ok", fn(*args)))
     except BaseException as exc:  # reported, never raised across the pipe
@@ -67,15 +74,21 @@ def run_bounded(fn: Callable[..., T], *args: Any) -> T:
                             headers={"Retry-After": str(max(1, int(timeout)))})
     try:
         receiver, sender = context.Pipe(duplex=False)
-        proc = context.Process(target=_child, args=(sender, fn, args), daemon=True)
+        cpu_s = max(1, math.ceil(timeout))
+        proc = context.Process(target=_child, args=(sender, cpu_s, fn, args), daemon=True)
         proc.start()
         sender.close()
+        too_long = HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                 detail=f"the request needs more than {cpu_s} s of CPU to parse")
         try:
-            if not receiver.poll(timeout):
-                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
-                                    detail=f"the request took longer than {timeout:g} s to parse")
+            # Wall time only guards against a child that waits on nothing while holding a slot.
+            if not receiver.poll(timeout * WALL_FACTOR):
+                raise too_long
             outcome, value = receiver.recv()
-        except EOFError as exc:  # the child died (killed for memory, say) before answering
+        except EOFError as exc:  # the child died before answering: out of CPU time, or killed
+            proc.join(5)
+            if proc.exitcode == -signal.SIGXCPU:
+                raise too_long from exc
             log.warning("parser process exited with %s", proc.exitcode)
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 detail="the request could not be parsed within the server's limits") from exc

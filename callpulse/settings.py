@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     decode_memory_limit_bytes: int = Field(default=1024**3, ge=64 * 1024 * 1024)
     # Parsing that costs CPU in a request (rule YAML/JSON, transcripts) runs in child processes,
     # at most this many at once per API process; a request waits this long for one (then 503) and
-    # may parse this long (then 422).
+    # may use this many seconds of CPU parsing (then 422).
     parse_workers: int = Field(default=2, ge=1, le=64)
     parse_timeout_s: float = Field(default=30.0, gt=0)
 

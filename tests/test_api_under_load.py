@@ -163,3 +163,28 @@ def test_a_large_body_is_not_counted_as_headers(make_tenant, tmp_path: Path) -> 
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:300]
     assert answer.count(b'"word":"hello"') == 20_000
+
+
+def test_a_parse_over_its_cpu_budget_is_a_422_and_the_next_one_works(make_tenant, tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from callpulse.settings import get_settings
+
+    tenant_id, key = make_tenant()
+    with transaction() as s:
+        rec = Recording(tenant_id=tenant_id, filename="c.wav", media_uri=str(tmp_path / "none.wav"),
+                        duration_s=60_000.0, channels=2, status="done")
+        s.add(rec)
+        s.flush()
+        rec_id = rec.id
+    monkeypatch.setattr(get_settings(), "parse_timeout_s", 1.0)
+    url, auth = f"/v1/recordings/{rec_id}/transcript", {"Authorization": f"Bearer {key}"}
+    with TestClient(create_app()) as client:
+        big = {"transcript": ("t.json", _transcript(300_000), "application/json")}
+        slow = client.put(url, headers=auth, files=big)
+        assert slow.status_code == 422 and "more than 1 s of CPU" in slow.text, slow.text
+        small = {"transcript": ("t.json", _transcript(2_000), "application/json")}
+        fine = client.put(url, headers=auth, files=small)
+        assert fine.status_code == 200, fine.text

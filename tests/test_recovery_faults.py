@@ -115,8 +115,8 @@ def _assert_done_once(rec_ids: list[uuid.UUID]) -> None:
         statuses = set(s.scalars(select(Recording.status).where(Recording.id.in_(rec_ids))))
         assert statuses == {"done"}, statuses
         per_segment = s.execute(
-            select(Segment.id, func.count(Prediction.id)).join(Prediction, Prediction.segment_id == Segment.id,
-                                                               isouter=True)
+            select(Segment.id, func.count(Prediction.id))
+            .join(Prediction, Prediction.segment_id == Segment.id, isouter=True)
             .where(Segment.recording_id.in_(rec_ids), Segment.analyzed.is_(True)).group_by(Segment.id)).all()
     assert per_segment and all(n == 1 for _, n in per_segment), per_segment
 

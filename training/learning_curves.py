@@ -47,6 +47,9 @@ def uar(model: classifier.EmbeddedWeights, p: np.ndarray, truth: np.ndarray) -> 
 
 def curve(data: voice.Data, corpus: str, model: classifier.EmbeddedWeights, sizes: list[int],
           repeats: int, l2_values: list[float], cond: str) -> dict[str, Any]:
+    """UAR before/after per n. Two reference settings: `speaker` (labels and test clips carry their
+    speaker, references from the speaker's other clips, as stored corrections do) and `none` (one
+    clip per file and no speaker column, so every clip is scored by the plain head plus residual)."""
     adapt_speakers, test_speakers = SPLITS[corpus]
     shared = np.isin(data.y, SHARED)
     pool = np.flatnonzero(data.mask(corpus, adapt_speakers) & shared)
@@ -54,25 +57,27 @@ def curve(data: voice.Data, corpus: str, model: classifier.EmbeddedWeights, size
     x = data.x[cond]
     # Test references: up to 12 other clips of the test speaker (any emotion, labels unused).
     refs = data.refs[cond].rows(test)
-    base_p = model.combined(x[test], refs.mean, refs.std, refs.n, use_residual=False)
+    zeros = np.zeros_like(refs.mean)
+    settings = {"speaker": (refs.mean, refs.std, refs.n), "none": (zeros, zeros, np.zeros(len(refs.n)))}
     truth = data.y[test]
-    out: dict[str, Any] = {"base_uar": uar(model, base_p, truth), "n_test": int(test.sum()),
-                           "n_pool": int(pool.size), "sizes": {}}
+    out: dict[str, Any] = {"n_test": int(test.sum()), "n_pool": int(pool.size), "base_uar": {}, "sizes": {}}
+    for name, (mean, std, n) in settings.items():
+        out["base_uar"][name] = uar(model, model.combined(x[test], mean, std, n, use_residual=False), truth)
     for size in sizes:
-        scores: dict[float, list[float]] = {l2: [] for l2 in l2_values}
+        scores: dict[str, list[float]] = {f"{name}/l2={l2:g}": [] for name in settings for l2 in l2_values}
         for repeat in range(repeats):
             rng = np.random.default_rng(1000 * size + repeat)
             pick = rng.choice(pool, size=min(size, pool.size), replace=False)
-            groups = data.speakers[pick]
-            train_p = adaptation.base_probabilities(model, x[pick], groups)
-            for l2 in l2_values:
-                residual, _ = adaptation.fit_residual(model, x[pick], data.y[pick], train_p, l2)
-                adapted = model.with_residual(residual, {})
-                p = adapted.combined(x[test], refs.mean, refs.std, refs.n)
-                scores[l2].append(uar(model, p, truth))
-        out["sizes"][size] = {str(l2): float(np.mean(v)) for l2, v in scores.items()}
-        print(f"  {corpus} {cond} n={size}: base {out['base_uar']:.3f} → "
-              + ", ".join(f"l2={l2:g}: {np.mean(v):.3f}" for l2, v in scores.items()), flush=True)
+            for name, (mean, std, n) in settings.items():
+                groups = data.speakers[pick] if name == "speaker" else np.array([str(i) for i in pick])
+                train_p = adaptation.base_probabilities(model, x[pick], groups)
+                for l2 in l2_values:
+                    residual, _ = adaptation.fit_residual(model, x[pick], data.y[pick], train_p, l2)
+                    p = model.with_residual(residual, {}).combined(x[test], mean, std, n)
+                    scores[f"{name}/l2={l2:g}"].append(uar(model, p, truth))
+        out["sizes"][size] = {key: float(np.mean(v)) for key, v in scores.items()}
+        print(f"  {corpus} {cond} n={size}: base {out['base_uar']} → "
+              + ", ".join(f"{key}: {np.mean(v):.3f}" for key, v in scores.items()), flush=True)
     return out
 
 

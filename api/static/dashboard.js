@@ -46,9 +46,23 @@
     seekFromHash();
   }
 
-  // A call still being analyzed: poll its status, reload (keeping #t=) once it is final.
+  // A call still being analyzed: poll its status, reload (keeping #t=) once it is final. While it
+  // grows (a live call, or segments landing), the timeline and the segment list are swapped in
+  // place from a fresh render of this page, so the player keeps playing.
   const callStatus = document.getElementById("call-status");
   if (callStatus && callStatus.dataset.statusUrl) {
+    let seen = null;
+    const grow = async () => {
+      const response = await fetch(window.location.pathname, { credentials: "same-origin" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const selector of ["section[aria-labelledby='timeline-h']", "section[aria-labelledby='segments-h']",
+                              "#call-status .progress"]) {
+        const here = document.querySelector(selector);
+        const there = fresh.querySelector(selector);
+        if (here && there) here.innerHTML = there.innerHTML; // rendered and escaped by the server
+      }
+    };
     const poll = async () => {
       try {
         const response = await fetch(callStatus.dataset.statusUrl, { credentials: "same-origin" });
@@ -56,6 +70,9 @@
           const body = await response.json();
           if (body.final) { window.location.reload(); return; }
           callStatus.querySelector(".status").textContent = body.status;
+          const now = body.segments_done + "/" + body.segments_total;
+          if (seen !== null && now !== seen) await grow();
+          seen = now;
         }
       } catch (err) { /* a failed poll is retried on the next tick */ }
       window.setTimeout(poll, 1500);

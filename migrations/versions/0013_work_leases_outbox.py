@@ -2,7 +2,7 @@
 outbox of messages the broker could not take
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0010
 Create Date: 2026-12-03 16:20:00
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = '0013'
-down_revision: str | None = '0011'
+down_revision: str | None = '0010'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
