@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 # emotion2vec+'s tokens.txt: Chinese/English pairs in head order, `<unk>` last.
-EMOTION2VEC_TOKENS = ["生气/angry", "厌恶/disgusted", "恐惧/fearful", "开心/happy", "中立/neutral", "其他/other",
-                      "难过/sad", "吃惊/surprised", "<unk>"]
+EMOTION2VEC_TOKENS = ["生气/angry", "厌恶/disgusted", "恐惧/fearful", "开心/happy", "中立/neutral",
+                      "其他/other", "难过/sad", "吃惊/surprised", "<unk>"]
 
 
 def emotion2vec_conf(embed_dim: int = 32, depth: int = 2, heads: int = 4, prenet: int = 1) -> dict[str, Any]:

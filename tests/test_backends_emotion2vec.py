@@ -37,7 +37,8 @@ def test_release_classes_and_label_map(release: Path) -> None:
     assert read_classes(release) == RAW_CLASSES
     mapped = {raw: labels.canonical(raw) for raw in RAW_CLASSES}
     assert mapped == {"angry": "angry", "disgusted": "disgust", "fearful": "fear", "happy": "happy",
-                      "neutral": "neutral", "other": None, "sad": "sad", "surprised": "surprise", "unknown": None}
+                      "neutral": "neutral", "other": None, "sad": "sad", "surprised": "surprise",
+                      "unknown": None}
 
 
 def test_contract_on_real_speech_and_batches_like_alone(model: Emotion2vecModel, release: Path) -> None:
