@@ -240,7 +240,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     admin_page.get_by_role("button", name="Create rule").click()
     rule_path = admin_page.url.split(server)[1].split("?")[0]
     pages = ["/dashboard", "/dashboard/recordings", f"/dashboard/recordings/{rec_id}", "/dashboard/alerts",
-             "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
+             "/dashboard/review", "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
     # Every control has a label, the first Tab reaches the skip link, nothing overflows a tablet.
     for path in pages:
         admin_page.goto(f"{server}{path}")
