@@ -38,7 +38,8 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="emotion backend (default: CALLPULSE_MODEL_BACKEND "
                    "or 'embedded'); audio-classifier, omni and r1-omni need the [gpu] extra and a "
-                   "local checkpoint directory (--model-path)")
+                   "local checkpoint directory (--model-path); emotion2vec and sensevoice need the "
+                   "downloaded FunASR release directory (--model-path)")
     p.add_argument("--model-path", help="local checkpoint directory for non-embedded backends")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CALLPULSE_DEVICE or cpu)")
 
