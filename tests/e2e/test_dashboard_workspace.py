@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from tests import browser_fixtures as bf
 from tests.browser_fixtures import browser, server  # noqa: F401 (fixtures)
-from tests.dashboard_fixtures import store_alert, store_call
+from tests.dashboard_fixtures import store_alert, store_call, store_conversation
 
 expect = bf.sync_api.expect
 
@@ -232,6 +232,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
                                                            ("customer", "angry", 4.0, -0.6)])
     store_alert(tenant_id, rec_id)
+    store_conversation(rec_id)  # the call page's and the overview's conversation measures
 
     admin = browser.new_context(viewport={"width": 1280, "height": 800})
     admin_page = admin.new_page()
@@ -240,7 +241,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     admin_page.get_by_role("button", name="Create rule").click()
     rule_path = admin_page.url.split(server)[1].split("?")[0]
     pages = ["/dashboard", "/dashboard/recordings", f"/dashboard/recordings/{rec_id}", "/dashboard/alerts",
-             "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
+             "/dashboard/review", "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
     # Every control has a label, the first Tab reaches the skip link, nothing overflows a tablet.
     for path in pages:
         admin_page.goto(f"{server}{path}")
