@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from tests import browser_fixtures as bf
 from tests.browser_fixtures import browser, server  # noqa: F401 (fixtures)
-from tests.dashboard_fixtures import store_alert, store_call
+from tests.dashboard_fixtures import store_alert, store_call, store_conversation
 
 expect = bf.sync_api.expect
 
@@ -232,6 +232,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
                                                            ("customer", "angry", 4.0, -0.6)])
     store_alert(tenant_id, rec_id)
+    store_conversation(rec_id)  # the call page's and the overview's conversation measures
 
     admin = browser.new_context(viewport={"width": 1280, "height": 800})
     admin_page = admin.new_page()

@@ -21,6 +21,7 @@ from sqlalchemy import select
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
 from tests.backend_checkpoints import EXAMPLE, build_audio_classifier, build_omni
+from tests.funasr_checkpoints import build_emotion2vec
 from tests.r1_omni_checkpoint import build_release
 from tests.support import FACE_SAMPLE, running_worker
 from worker.jobs.app import QUEUES, TASK_ROUTES
@@ -39,7 +40,7 @@ def _sender() -> Celery:
 
 
 CHECKPOINT_NAMES = {"audio-classifier": "tiny-wav2vec2-emotion@", "omni": "qwen2.5-omni-thinker",
-                    "r1-omni": "tiny-r1-omni@"}
+                    "r1-omni": "tiny-r1-omni@", "emotion2vec": "emotion2vec_plus_tiny@"}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def call_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module", params=["audio-classifier", "omni", "r1-omni"])
+@pytest.fixture(scope="module", params=["audio-classifier", "omni", "r1-omni", "emotion2vec"])
 def backend_worker(
     request: pytest.FixtureRequest, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Celery]]:
@@ -71,6 +72,8 @@ def backend_worker(
         checkpoint = build_omni(tmp_path_factory.mktemp("qwen2.5-omni-thinker"))
     elif backend == "r1-omni":
         checkpoint = build_release(tmp_path_factory.mktemp("r1-omni"))
+    elif backend == "emotion2vec":
+        checkpoint = build_emotion2vec(tmp_path_factory.mktemp("e2v") / "emotion2vec_plus_tiny")
     else:
         checkpoint = build_audio_classifier(tmp_path_factory.mktemp("wav2vec2-emotion"))
     redis.Redis.from_url(BROKER).flushdb()
