@@ -24,34 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_pipeline import build_call  # noqa: E402
 from worker.pipeline.speech import vad_scoring  # noqa: E402
-
-
-def one_window_per_call(session: Any, samples: np.ndarray) -> np.ndarray:
-    """The VAD's probabilities as computed before the gate and the batching: every window through
-    the network, one call each, state carried from the first window to the last."""
-    count = -(-int(samples.shape[0]) // vad_scoring.WINDOW)
-    probs = np.zeros(count, dtype=np.float32)
-    state = np.zeros((2, 1, 128), dtype=np.float32)
-    context = np.zeros(vad_scoring.CONTEXT, dtype=np.float32)
-    rate = np.array(16_000, dtype=np.int64)
-    step = vad_scoring.GATE_CHUNK * vad_scoring.WINDOW
-    for offset in range(0, int(samples.shape[0]), step):
-        chunk = vad_scoring.as_float(samples[offset: offset + step])
-        chunk = np.pad(chunk, (0, (-chunk.size) % vad_scoring.WINDOW))
-        for start in range(0, chunk.size, vad_scoring.WINDOW):
-            window = chunk[start: start + vad_scoring.WINDOW]
-            x = np.concatenate([context, window])[None, :]
-            out, state = session.run(None, {"input": x, "state": state, "sr": rate})
-            probs[offset // vad_scoring.WINDOW + start // vad_scoring.WINDOW] = float(out.reshape(-1)[0])
-            context = window[-vad_scoring.CONTEXT:]
-    return probs
 
 
 def main() -> int:
@@ -102,7 +79,7 @@ def main() -> int:
 
     no_asr = clocked("without_asr", lambda: pipeline(False))
     if args.compare_vad:
-        vad_scoring.window_probs = one_window_per_call
+        vad_scoring.window_probs = vad_scoring.one_window_per_call
         clocked("without_asr_vad_one_window_per_call", lambda: pipeline(False))
         vad_scoring.window_probs = gated
     with_asr = clocked("with_asr", lambda: pipeline(True))
@@ -114,7 +91,7 @@ def main() -> int:
     segs = clocked("vad_alone", lambda: segment.run(vad, audio, roles, config))
     vad_compare: dict[str, Any] = {}
     if args.compare_vad:
-        vad_scoring.window_probs = one_window_per_call
+        vad_scoring.window_probs = vad_scoring.one_window_per_call
         before = clocked("vad_alone_one_window_per_call", lambda: segment.run(vad, audio, roles, config))
         vad_scoring.window_probs = gated
         vad_compare = compare_segments(before, segs)
