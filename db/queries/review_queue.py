@@ -14,8 +14,9 @@ Only the tenant's most recent ``RECENT_CALLS`` calls with media are looked at (t
 (tenant, created_at) serves that), which bounds the scan.
 
 Excluded: corrected segments (a correction never comes back), segments without a prediction or not
-analyzed (policy or failed inference), deleted calls (gone with their rows) and calls whose media
-retention removed (nothing to listen to, and `train --tenant` could not read their audio)."""
+analyzed (policy or failed inference), deleted calls (gone with their rows), calls whose media
+retention removed (nothing to listen to, and `train --tenant` could not read their audio) and live
+calls still streaming in (their audio file is still growing; they join the queue when they end)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, Float, FromClause, and_, case, cast, func, literal, select, true
 from sqlalchemy.orm import Session, aliased
 
-from db.models import Prediction, Recording, Segment, SegmentLabel
+from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 
 RECENT_CALLS = 200
 # Weights of the three signals (each in 0..1): unsureness leads, disagreement next, rarity breaks ties.
@@ -64,7 +65,8 @@ def review_queue(session: Session, tenant_id: uuid.UUID, limit: int) -> list[Rev
     """The ``limit`` best picks, best first; never another tenant's, never a corrected segment."""
     recent = (
         select(Recording.id, Recording.external_id, Recording.filename)
-        .where(Recording.tenant_id == tenant_id, Recording.media_deleted_at.is_(None))
+        .where(Recording.tenant_id == tenant_id, Recording.media_deleted_at.is_(None),
+               Recording.status != RecordingStatus.live.value)
         .order_by(Recording.created_at.desc(), Recording.id.desc())
         .limit(RECENT_CALLS)
         .subquery("recent")
