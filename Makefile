@@ -4,7 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system test-system services lint pytest test-contracts bench clean
+.PHONY: demo test install system test-system services lint pytest test-unit test-integration test-e2e \
+	test-contracts bench clean
 
 demo: install
 	$(BIN)/callpulse analyze callpulse/examples/demo_call.ogg callpulse/examples/escalation_call.ogg --roles agent,customer
@@ -43,8 +44,21 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy api worker db callpulse migrations training
 
+# Every tier (tests/unit, tests/integration, tests/e2e, tests/contracts): what `make test` and CI run.
 pytest: install services
 	$(BIN)/python -m pytest -q
+
+# The tiers one at a time. Unit: no Postgres, Redis, worker or browser (seconds to a few minutes,
+# mostly tiny models on CPU). Integration: Postgres and Redis. E2E: real worker processes, API
+# servers and the headless browser on top of those.
+test-unit: install
+	$(BIN)/python -m pytest -q tests/unit tests/contracts
+
+test-integration: install services
+	$(BIN)/python -m pytest -q tests/integration
+
+test-e2e: install test-system services
+	$(BIN)/python -m pytest -q tests/e2e
 
 # The design's rules (docs/DESIGN.md) as tests: no services needed, seconds.
 test-contracts: install

@@ -1,5 +1,5 @@
 """Cross-site request forgery defence for the dashboard: the one dependency every state-changing
-dashboard route uses (tests/test_csrf_contract.py fails if one does not).
+dashboard route uses (tests/unit/test_csrf_contract.py fails if one does not).
 
 Two independent checks, because a cookie session is sent by the browser whoever made the page:
 

@@ -25,6 +25,7 @@ from api.routes import (
     dashboard_calls,
     dashboard_keys,
     dashboard_live,
+    dashboard_review,
     dashboard_rules,
     dashboard_segments,
     dashboard_webhooks,
@@ -32,6 +33,7 @@ from api.routes import (
     keys,
     live,
     recordings,
+    review,
     rules,
     segments,
     site,
@@ -160,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(recordings.router)
     app.include_router(transcripts.router)
     app.include_router(segments.router)
+    app.include_router(review.router)
     app.include_router(rules.router)
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
@@ -171,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard_calls.router)
     app.include_router(dashboard_live.router)
     app.include_router(dashboard_segments.router)
+    app.include_router(dashboard_review.router)
     app.include_router(dashboard_rules.router)
     app.include_router(dashboard_webhooks.router)
     app.include_router(dashboard_keys.router)

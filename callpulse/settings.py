@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     # faster-whisper (CTranslate2: int8 on CPU, float16 on CUDA). asr_model_path: any other
     # faster-whisper directory (model.bin), or a transformers Whisper checkpoint for GPU workers.
     asr_enabled: bool = True
+    # "sensevoice": SenseVoice-Small's CTC words (worker/pipeline/speech/sensevoice_asr.py) from the
+    # release directory in asr_model_path (or model_path when the emotion backend is sensevoice).
+    asr_engine: Literal["whisper", "sensevoice"] = "whisper"
     asr_model_path: Path | None = None
     # Language code for every call ("en"); a recording's own `language` wins; None: detected per channel.
     asr_language: str | None = None

@@ -1,12 +1,11 @@
-"""Test fixtures against the real services: a fresh Postgres database migrated by Alembic,
-Redis (a dedicated db index) as the Celery broker, and real media made with ffmpeg."""
+"""What every test tier shares: the settings pointed at the test services before anything reads
+them, and real media made with ffmpeg. The Postgres and Redis fixtures live in tests/services.py,
+which only tests/integration and tests/e2e switch on, so a unit test never creates a database."""
 
 from __future__ import annotations
 
 import os
 import tempfile
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,64 +22,20 @@ os.environ["CALLPULSE_BROKER_URL"] = TEST_BROKER
 os.environ["CALLPULSE_MEDIA_DIR"] = str(MEDIA_DIR)
 os.environ["CALLPULSE_DATA_DIR"] = str(MEDIA_DIR.parent / "callpulse-data")
 # Many tests present wrong keys on purpose, all from the same test client address: the rate limits
-# are tested with their own settings (tests/test_web_limits.py), everything else runs without them.
+# are tested with their own settings (tests/integration/test_web_limits.py), everything else runs
+# without them.
 os.environ.setdefault("CALLPULSE_AUTH_FAILURES_PER_IP", "0")
 os.environ.setdefault("CALLPULSE_LOGIN_ATTEMPTS_PER_IP", "0")
 os.environ.setdefault("CALLPULSE_API_REQUESTS_PER_KEY_PER_MINUTE", "0")
 os.environ.setdefault("CALLPULSE_WEBHOOK_REDELIVERIES_PER_MINUTE", "0")
 # The product transcribes every call by default; the pipeline, API and rules tests are about other
-# stages, so they run without it (seconds instead of minutes). tests/test_asr_bundled.py runs the
+# stages, so they run without it (seconds instead of minutes). tests/unit/test_asr_bundled.py runs the
 # default itself (the variable removed) and the ASR tests turn it on where they need it.
 os.environ.setdefault("CALLPULSE_ASR_ENABLED", "false")
 
-
-def _admin_exec(sql: str) -> None:
-    from sqlalchemy import create_engine, text
-
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(sql))
-    engine.dispose()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def database() -> Iterator[str]:
-    """A fresh database per test run, built only through the Alembic migrations."""
-    from db.migrate import upgrade
-
-    _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-    _admin_exec(f'CREATE DATABASE "{TEST_DB}"')
-    upgrade(TEST_URL)
-    yield TEST_URL
-    from db.session import get_engine
-
-    get_engine().dispose()
-    _admin_exec(f'DROP DATABASE IF EXISTS "{TEST_DB}" WITH (FORCE)')
-
-
-@pytest.fixture(scope="session")
-def broker() -> Iterator[str]:
-    import redis
-
-    client = redis.Redis.from_url(TEST_BROKER)
-    client.flushdb()
-    yield TEST_BROKER
-    client.flushdb()
-
-
-@pytest.fixture
-def make_tenant():
-    """Creates a tenant with an API key; returns (tenant_id, key)."""
-    from db.queries.tenants import create_api_key, create_tenant
-    from db.session import transaction
-
-    def _make(roles: list[str] | None = None) -> tuple[uuid.UUID, str]:
-        with transaction() as s:
-            tenant = create_tenant(s, f"t-{uuid.uuid4().hex[:10]}", roles)
-            _, key = create_api_key(s, tenant.id, "test")
-            return tenant.id, key
-
-    return _make
+# Defined once for the whole run (a session fixture defined in two conftests would build two databases
+# under the same name); tests/integration and tests/e2e turn the database on for their tests.
+pytest_plugins = ["tests.services"]
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,25 @@ def store_call(tenant_id: uuid.UUID, created_at: datetime, meta: dict, segments:
         return rec.id
 
 
+def store_conversation(rec_id: uuid.UUID, customer_share: float = 0.4, interruptions: int = 2,
+                       sentiment: float = -1.0, trend: float = 0.5) -> None:
+    """Conversation measures of a 60 s call, as the pipeline stores them when a call is done."""
+    measures = {
+        "duration_s": 60.0,
+        "talk": {"agent": {"seconds": 12.0, "share": 0.2},
+                 "customer": {"seconds": customer_share * 60, "share": customer_share}},
+        "non_talk": {"total_s": 6.0, "share": 0.1, "silences": [{"start_s": 50.0, "end_s": 56.0,
+                                                                  "duration_s": 6.0}]},
+        "interruptions": {"count": interruptions, "total_s": 0.5 * interruptions, "by_role": {}, "items": []},
+        "talk_speed": {}, "loudness": [],
+        "sentiment": {"role": "customer", "overall": sentiment, "by_quarter": [], "trend": trend},
+    }
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None
+        rec.conversation = measures
+
+
 def rescore_last_customer_segment(rec_id: uuid.UUID, label: str, valence: float) -> None:
     """A newer model version's prediction for a segment: aggregates must count only this one."""
     with transaction() as s:

@@ -4,7 +4,7 @@ throughout), customer on channel 1 going neutral → complaining → furious →
 
 It is what a new user tries first, and what the product must get right: the furious turns must come
 out angry (or negative with angry in the top two), the thankful one positive. Used by
-tests/test_escalation.py and bench/bench_escalation.py; `python -m tests.escalation_call OUT.wav`
+tests/unit/test_escalation.py and bench/bench_escalation.py; `python -m tests.escalation_call OUT.wav`
 writes one."""
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ from db.queries import analytics as analytics_q
 from db.queries import corrections as corrections_q
 from db.queries import dashboard as queries
 from db.queries import recordings as recordings_q
+from db.queries.conversation_analytics import conversation_summary
 from db.queries.dashboard_sessions import end_session, open_session
 from db.queries.tenants import api_key_for
 from worker.pipeline.media.decode import MediaError
@@ -178,6 +179,9 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
         alerts = alert_shares(analytics_q.alert_summary(session, tenant.id, group_by, start, end))
         groups = analytics_q.emotion_distribution(session, tenant.id, group_by, start, end)
         tables[group_by] = [(g, stacked_parts(g, 100.0), alerts.get(g.key)) for g in groups]
+    # Conversation measures as /v1/analytics/conversation gives them: all calls first, then per agent.
+    conversation = (conversation_summary(session, tenant.id, None, start, end)
+                    + conversation_summary(session, tenant.id, "agent", start, end))
     return _page(request, "overview.html", {
         "tenant_name": tenant.name, "nav": "overview",
         "start": start.date().isoformat(), "end": last_day.isoformat(),
@@ -186,10 +190,30 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
         "alert_line": trend_points(keys, [alerts_by_day[k].alert_share if k in alerts_by_day else None
                                           for k in keys], 0.0, 1.0),
         "valence_line": trend_points(keys, [g.mean_valence for g in by_day], -1.0, 1.0),
-        "tables": tables, "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
+        "tables": tables, "conversation": conversation,
+        "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
         # Day labels under the axis: about ten per line chart, twenty under the bars.
         "label_every": max(1, math.ceil(len(keys) / 10)),
     })
+
+
+@router.post("/recordings/{recording_id}/delete", response_class=HTMLResponse)
+def delete_recording(request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
+                     recording_id: uuid.UUID) -> HTMLResponse:
+    """Delete a call with its analysis, alerts and media, as DELETE /v1/recordings/{id} does (the
+    same handler: the row is gone before its files are)."""
+    rec = recordings_q.get_recording(session, tenant.id, recording_id)
+    name = (rec.external_id or rec.filename or str(rec.id)) if rec is not None else ""
+    if rec is not None and rec.status == RecordingStatus.live:
+        # Its socket is still writing it: the call is deleted once it has ended.
+        return _message(request, "Not deleted", f"The call {name} is still streaming in; delete it when "
+                        "it has ended.", status.HTTP_409_CONFLICT, tenant.name)
+    try:
+        recordings_api.delete_recording(session, tenant, settings, recording_id)
+    except HTTPException as exc:
+        return _message(request, "Not deleted", str(exc.detail), exc.status_code, tenant.name)
+    return _message(request, "Call deleted", f"The call {name}, its analysis, alerts and media were deleted.",
+                    status.HTTP_200_OK, tenant.name)
 
 
 def _refusal(exc: Exception) -> tuple[int, str]:

@@ -2,7 +2,8 @@
 page, with an optional note; the correction names the API key the session was opened with, and
 when. Runs the handlers of PUT/DELETE /v1/segments/{id}/label, so the dashboard and the API store
 the same row (the corrections that training reads). Without script the form posts and comes back
-to the segment; with it, the segment's item is re-rendered in place (dashboard_alerts says how)."""
+to the segment; with it, the segment's item is re-rendered in place (dashboard_alerts says how), or,
+from the review page, replaced by a line saying what was saved."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def _answer(request: Request, session: SessionDep, tenant: Tenant, segment_id: u
     seg = segments_api.get_segment(session, tenant, segment_id)
     if not fragment:
         return RedirectResponse(f"{_safe_next(next_url)}#seg-{seg.index}", status.HTTP_303_SEE_OTHER)
+    if fragment == "review" and seg.correction is not None:
+        # The review page: the labelled item leaves the queue, a one-line confirmation takes its place.
+        html = templates.env.get_template("_review_done.html").render(seg=seg, request=request)
+        return HTMLResponse(html, headers=SECURITY_HEADERS)
     html = templates.env.get_template("_segment.html").render(
         seg=seg, can_write=True, call_url=f"/dashboard/recordings/{seg.recording_id}", request=request)
     return HTMLResponse(html, headers=SECURITY_HEADERS)

@@ -199,3 +199,18 @@
     }
   });
 })();
+
+// The review page's players each play one segment: the media fragment (#t=start,end) starts and
+// stops them; this keeps a reader who seeks or replays inside the span too.
+(function () {
+  "use strict";
+  document.querySelectorAll("audio.segment-player").forEach((player) => {
+    const start = Number(player.dataset.start), end = Number(player.dataset.end);
+    player.addEventListener("play", () => {
+      if (player.currentTime < start - 0.05 || player.currentTime >= end - 0.05) player.currentTime = start;
+    });
+    player.addEventListener("timeupdate", () => {
+      if (player.currentTime >= end && !player.paused) player.pause();
+    });
+  });
+})();

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.orm import Session
 
 from db.models import Recording, RecordingStatus
@@ -37,20 +37,22 @@ def _number(*path: str) -> ColumnElement[Any]:
     return Recording.conversation[path].as_float()
 
 
-def conversation_summary(session: Session, tenant_id: uuid.UUID, group_by: GroupBy, start: datetime,
+def conversation_summary(session: Session, tenant_id: uuid.UUID, group_by: GroupBy | None, start: datetime,
                          end: datetime) -> list[ConversationGroup]:
-    key = group_key(session, group_by).label("key")
+    """Averages per group; ``group_by=None`` gives one group, ``all``, over every call in the range
+    (the overview's first row), or none when the range has no call with measures."""
+    key = group_key(session, group_by) if group_by is not None else literal("all")
     columns = [func.avg(_number("talk", role, "share")) for role in SHARE_ROLES]
     stmt = (
-        select(key, func.count(), *columns, func.avg(_number("non_talk", "share")),
+        select(key.label("key"), func.count(), *columns, func.avg(_number("non_talk", "share")),
                func.avg(_number("interruptions", "count")), func.avg(_number("duration_s")),
                func.avg(_number("sentiment", "overall")), func.avg(_number("sentiment", "trend")))
         .where(Recording.tenant_id == tenant_id, Recording.status == RecordingStatus.done.value,
                Recording.created_at >= start, Recording.created_at < end,
                Recording.conversation.is_not(None))
-        .group_by(key)
-        .order_by(key)
     )
+    # Without groups an aggregate answers one row even over no calls: keep "no calls" an empty list.
+    stmt = stmt.group_by(key).order_by(key) if group_by is not None else stmt.having(func.count() > 0)
     out = []
     for row in session.execute(stmt):
         shares = row[2: 2 + len(SHARE_ROLES)]

@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import ColumnElement, String, cast, exists, func, select, true
 from sqlalchemy.orm import Session
 
-from db.models import Alert, Prediction, Recording, Rule, Segment, Transcript
+from db.models import Alert, Prediction, Recording, RecordingStatus, Rule, Segment, Transcript
 from db.queries.analytics import SUBJECT_ROLES, is_newest_prediction, metadata_text
 from db.queries.recordings import RecordingFilters, filter_recordings, newest_first_page
 
@@ -146,19 +146,21 @@ class AlertRow:
     alert: Alert
     rule_name: str
     recording_name: str  # the caller's external id, else the uploaded file's name
+    call_live: bool = False  # the call is still streaming: a supervisor can still act on it
 
 
 def _alert_rows(session: Session, stmt_where: list, limit: int) -> list[AlertRow]:
     stmt = (
-        select(Alert, Rule.name, Recording.external_id, Recording.filename)
+        select(Alert, Rule.name, Recording.external_id, Recording.filename, Recording.status)
         .join(Rule, Rule.id == Alert.rule_id)
         .join(Recording, Recording.id == Alert.recording_id)
         .where(*stmt_where)
         .order_by(Alert.fired_at.desc(), Alert.id.desc())
         .limit(limit)
     )
-    return [AlertRow(alert, rule_name, external_id or filename or str(alert.recording_id))
-            for alert, rule_name, external_id, filename in session.execute(stmt)]
+    return [AlertRow(alert, rule_name, external_id or filename or str(alert.recording_id),
+                     call_live=rec_status == RecordingStatus.live)
+            for alert, rule_name, external_id, filename, rec_status in session.execute(stmt)]
 
 
 @dataclass(frozen=True)

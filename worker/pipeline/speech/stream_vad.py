@@ -7,18 +7,24 @@ the batch path feeds it (the same probabilities, chunk for chunk), applies the s
 (`get_speech_timestamps`' thresholds, minimum speech and silence, padding) and the same shaping
 (`segment.shape_segments`), and releases the shaped segment once enough silence follows it:
 `merge_gap_s` after a segment of normal length, `SHORT_JOIN_GAP_S` after a short one (which might
-still join its neighbour). Two differences from the batch cut, both for latency: a short utterance
-right after a released segment is not glued back onto it, and speech running past `max_segment_s`
-is cut there instead of split evenly afterwards."""
+still join its neighbour). The same loudness gate as the batch path (`vad_scoring`) keeps silence
+from the network: a quiet window is held back until it is known whether sound follows within the
+warm-up (then it is scored) or not (probability 0), so in a long silence the VAD decides 0.5 s behind
+the audio. Differences from the batch cut: a short utterance right after a released segment is not
+glued back onto it, and speech running past `max_segment_s` is cut there instead of split evenly
+afterwards (both for latency), and a minute-long stretch of sound is scored in one pass, not cut into
+pieces as the batch path does to batch them."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from worker.pipeline.speech.vad import MIN_KEEP_S, SHORT_JOIN_GAP_S, SegmentationConfig, shape_segments
+from worker.pipeline.speech.vad_scoring import GATE_DBFS, HANGOVER, WARMUP
 
 SAMPLE_RATE = 16_000
 WINDOW = 512  # silero's window at 16 kHz
@@ -27,6 +33,7 @@ CONTEXT = 64  # samples of the previous window silero prepends (its ONNX export 
 MIN_SPEECH_S = 0.25
 MIN_SILENCE_S = 0.15
 SPEECH_PAD_S = 0.06
+GATE_POWER = float(np.float32(10.0 ** (GATE_DBFS / 10.0))) * WINDOW  # summed squares of a window
 
 
 class VadNet:
@@ -70,6 +77,12 @@ class _Channel:
     context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT, dtype=np.float32))
     state: np.ndarray = field(default_factory=lambda: np.zeros((2, 1, 128), dtype=np.float32))
     windows_done: int = 0
+    since_loud: int = HANGOVER + 1  # windows since the last one above the gate
+    held: list[np.ndarray] = field(default_factory=list)  # quiet (context + window) rows undecided
+    gated: bool = True  # a window went unscored since the last scored one: the state starts afresh
+    # What the network still has to decide, in window order: a row with its reset flag, or None
+    # for a gated window (probability 0).
+    queue: deque[tuple[np.ndarray, bool] | None] = field(default_factory=deque)
     triggered: bool = False
     speech_start: int = 0  # sample where the open region started
     temp_end: int = 0  # sample where the open region went quiet (0: it has not)
@@ -98,12 +111,16 @@ class StreamSegmenter:
     def finish(self) -> list[ClosedSegment]:
         """The end of the call: the last partial window is zero-padded (as the batch path does), an
         open region ends with the audio, and every remaining region is released."""
-        lengths = [ch.windows_done * WINDOW + ch.pending.size for ch in self.channels]
+        lengths = [(ch.windows_done + len(ch.held)) * WINDOW + ch.pending.size for ch in self.channels]
         for ch in self.channels:
             if ch.pending.size % WINDOW:
                 ch.pending = np.concatenate([ch.pending, np.zeros(WINDOW - ch.pending.size % WINDOW,
                                                                   dtype=np.float32)])
         self._run_windows()
+        for ch in self.channels:
+            for _ in ch.held:  # no sound follows them
+                self._step(ch, 0.0)
+            ch.held = []
         for ch, length in zip(self.channels, lengths, strict=True):
             if ch.triggered and length - ch.speech_start > MIN_SPEECH_S * SAMPLE_RATE:
                 self._close(ch, ch.speech_start, length, length)
@@ -115,22 +132,48 @@ class StreamSegmenter:
         return self.channels[channel].windows_done * WINDOW / SAMPLE_RATE
 
     def _run_windows(self) -> None:
-        # All channels' ready windows go through the network together, row c = channel c, one step
-        # at a time (each window's state depends on the previous one of its channel).
+        for ch in self.channels:
+            while ch.pending.size >= WINDOW:
+                row = np.concatenate([ch.context, ch.pending[:WINDOW]])
+                ch.context = row[-CONTEXT:].copy()
+                ch.pending = ch.pending[WINDOW:]
+                self._gate(ch, row)
+        # All channels' queued windows go through the network together, row c = channel c, one
+        # step at a time (each window's state depends on the previous one of its channel).
         while True:
-            ready = [i for i, ch in enumerate(self.channels) if ch.pending.size >= WINDOW]
+            for ch in self.channels:
+                while ch.queue and ch.queue[0] is None:
+                    ch.queue.popleft()
+                    self._step(ch, 0.0)
+            ready = [ch for ch in self.channels if ch.queue]
             if not ready:
                 return
-            windows = np.stack([self.channels[i].pending[:WINDOW] for i in ready])
-            context = np.stack([self.channels[i].context for i in ready])
-            state = np.concatenate([self.channels[i].state for i in ready], axis=1)
-            probs, new_state = self.net(windows, context, state)
-            for row, i in enumerate(ready):
-                ch = self.channels[i]
-                ch.context = windows[row, -CONTEXT:].copy()
-                ch.state = new_state[:, row: row + 1, :].copy()
-                ch.pending = ch.pending[WINDOW:]
-                self._step(ch, float(probs[row]))
+            items = [ch.queue.popleft() for ch in ready]
+            rows = np.stack([item[0] for item in items if item is not None])
+            for ch, item in zip(ready, items, strict=True):
+                if item is not None and item[1]:
+                    ch.state = np.zeros_like(ch.state)
+            state = np.concatenate([ch.state for ch in ready], axis=1)
+            probs, new_state = self.net(rows[:, CONTEXT:], rows[:, :CONTEXT], state)
+            for i, ch in enumerate(ready):
+                ch.state = new_state[:, i: i + 1, :].copy()
+                self._step(ch, float(probs[i]))
+
+    def _gate(self, ch: _Channel, row: np.ndarray) -> None:
+        """The batch path's rule, one window at a time: a window is scored when a window above the
+        gate lies within HANGOVER before it or WARMUP after it."""
+        window = row[CONTEXT:]
+        ch.since_loud = 0 if float(np.dot(window, window)) >= GATE_POWER else ch.since_loud + 1
+        if ch.since_loud <= HANGOVER:
+            for i, held in enumerate([*ch.held, row]):
+                ch.queue.append((held, ch.gated and i == 0))
+            ch.held, ch.gated = [], False
+            return
+        ch.held.append(row)
+        if len(ch.held) > WARMUP:
+            ch.held.pop(0)
+            ch.queue.append(None)
+            ch.gated = True
 
     def _step(self, ch: _Channel, prob: float) -> None:
         """get_speech_timestamps' rules for one window (no maximum speech length there: long

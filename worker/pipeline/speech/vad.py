@@ -10,16 +10,14 @@ from typing import Any
 import numpy as np
 
 from worker.pipeline.contracts import DecodedAudio, SpeechSegment
+from worker.pipeline.speech import vad_scoring
 
 # Anything shorter than this after merging is a click or a breath, not an utterance.
 MIN_KEEP_S = 0.4
 # A short utterance is joined to a neighbour this close rather than analysed alone.
 SHORT_JOIN_GAP_S = 2.0
-# silero-vad scores 512-sample windows of 16 kHz audio; a minute of one channel at a time is what
-# is ever converted to float32.
+# silero-vad scores 512-sample windows of 16 kHz audio (vad_scoring: which windows, how batched).
 VAD_RATE = 16_000
-VAD_WINDOW = 512
-VAD_CHUNK_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -77,44 +75,21 @@ def speech_regions(model: Any, samples: np.ndarray, sample_rate: int, threshold:
     tuple[float, float]
 ]:
     """Speech (start_s, end_s) of one channel. The channel may be an int16 memory map of hours of
-    audio: it is read in chunks of VAD_CHUNK_S and only each chunk becomes float32, so memory does
-    not grow with the call. The probabilities go through silero's own post-processing, so the
-    regions are those of ``get_speech_timestamps`` over the whole channel."""
+    audio: only the windows being scored (and a chunk at a time for the loudness gate) ever become
+    float32, so memory does not grow with the call. The probabilities go through silero's own
+    post-processing (``get_speech_timestamps``' rules)."""
     from silero_vad.utils_vad import get_speech_timestamps_from_probs
 
     if samples.size < sample_rate // 10:
         return []
     if sample_rate != VAD_RATE:
         raise ValueError(f"VAD runs on {VAD_RATE} Hz audio, got {sample_rate} Hz")
-    model.reset_states()
-    probs: list[float] = []
     total = int(samples.shape[0])
-    step = VAD_WINDOW * (int(VAD_CHUNK_S * sample_rate) // VAD_WINDOW)
-    # Here, not at module level: the API imports this module's segment shaping (live calls) and
-    # must not pay for torch at start-up.
-    import torch
-
-    with torch.inference_mode():
-        for offset in range(0, total, step):
-            chunk = _as_float(samples[offset: offset + step])
-            if chunk.size % VAD_WINDOW:
-                chunk = np.pad(chunk, (0, VAD_WINDOW - chunk.size % VAD_WINDOW))
-            windows = torch.from_numpy(chunk)
-            for start in range(0, chunk.size, VAD_WINDOW):
-                probs.append(float(model(windows[start: start + VAD_WINDOW], sample_rate).item()))
+    probs = vad_scoring.window_probs(model.session, samples)
     stamps = get_speech_timestamps_from_probs(
-        probs, sampling_rate=sample_rate, threshold=threshold, min_speech_duration_ms=250,
+        probs.tolist(), sampling_rate=sample_rate, threshold=threshold, min_speech_duration_ms=250,
         min_silence_duration_ms=150, speech_pad_ms=60, audio_length_samples=total)
     return [(s["start"] / sample_rate, s["end"] / sample_rate) for s in stamps]
-
-
-def _as_float(pcm: np.ndarray) -> np.ndarray:
-    """One chunk as contiguous float32 in [-1, 1] (int16 caches are scaled, float input kept)."""
-    if pcm.dtype == np.int16:
-        out = np.empty(pcm.shape, dtype=np.float32)
-        np.multiply(pcm, np.float32(1.0 / 32768.0), out=out)
-        return out
-    return np.ascontiguousarray(pcm, dtype=np.float32)
 
 
 def shape_segments(regions: list[tuple[float, float]], config: SegmentationConfig) -> list[

@@ -10,6 +10,7 @@ from worker.pipeline.voice.names import BACKENDS
 
 __all__ = ["BACKENDS", "CANONICAL_LABELS", "BackendUnavailable", "load_backend"]
 
+FUNASR_RELEASES = ("emotion2vec", "sensevoice")
 
 
 class BackendUnavailable(ValueError):
@@ -31,6 +32,18 @@ def load_backend(
         return load_model(device=device, weights_path=model_path)
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown emotion backend {backend!r}; known: {', '.join(BACKENDS)}")
+    if backend in FUNASR_RELEASES:
+        # Released for FunASR, run by our own torch code: no transformers, no [gpu] extra.
+        if model_path is None:
+            raise BackendUnavailable(f"emotion backend {backend!r} needs the downloaded release directory: "
+                                     "set CALLPULSE_MODEL_PATH or --model-path (no hub downloads)")
+        if backend == "sensevoice":
+            from worker.pipeline.voice.funasr import sensevoice
+
+            return sensevoice.load_model(model_path, device, dtype)
+        from worker.pipeline.voice.funasr import emotion2vec
+
+        return emotion2vec.load_model(model_path, device, dtype)
     from worker.pipeline.hf_common import INSTALL_HINT, MissingDependency
 
     if model_path is None:

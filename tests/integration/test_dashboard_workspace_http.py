@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from db.models import Alert
 from db.session import transaction
-from tests.dashboard_fixtures import csrf_token, login_form_token, store_alert, store_call
+from tests.dashboard_fixtures import csrf_token, login_form_token, store_alert, store_call, store_conversation
 
 
 @pytest.fixture
@@ -369,3 +369,30 @@ def test_call_summary_shows_stored_conversation_measures(client: TestClient, mak
     assert "customer 7% (151 words/min)" in measures and "agent 3%" in measures
     assert "90% (1 gap over 2 s)" in measures and "2 (1.4 s overtalk)" in measures
     assert "−3.2, trend −1.5" in measures
+
+
+
+def test_overview_shows_conversation_measures_per_agent(client: TestClient, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    now = datetime.now(UTC)
+    calls = [("ann", 0.5, 1, -2.0, 1.0), ("ann", 0.3, 3, 1.0, 2.0), ("bob", 0.4, 2, 3.0, -1.0)]
+    for agent, share, interruptions, sentiment, trend in calls:
+        rec_id = store_call(tenant_id, now, {"agent": agent}, [("customer", "neutral", 4.0, 0.0)])
+        store_conversation(rec_id, share, interruptions, sentiment, trend)
+    _login(client, key)
+    page = client.get("/dashboard").text
+    table = page.split('id="conversation"')[1].split("</table>")[0]
+    rows = re.findall(r'<tr data-key="([^"]*)">(.*?)</tr>', table, re.S)
+    assert [k for k, _ in rows] == ["all", "ann", "bob"]
+    cells = {k: re.findall(r'<td class="num"[^>]*>([^<]*)</td>', row) for k, row in rows}
+    # calls, agent talk, customer talk, silence, interruptions per call, sentiment, trend
+    assert cells["all"] == ["3", "20%", "40%", "10%", "2.0", "+0.7", "+0.7"]
+    assert cells["ann"] == ["2", "20%", "40%", "10%", "2.0", "−0.5", "+1.5"]
+    assert cells["bob"] == ["1", "20%", "40%", "10%", "2.0", "+3.0", "−1.0"]
+    assert "All calls" in rows[0][1] and 'href="/dashboard/recordings?agent=ann"' in rows[1][1]
+
+    # Another tenant's overview has none of these calls.
+    _, other = make_tenant()
+    client.cookies.clear()
+    _login(client, other)
+    assert "No finished calls with conversation measures in this range." in client.get("/dashboard").text

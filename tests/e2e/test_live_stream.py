@@ -284,3 +284,31 @@ def test_twilio_media_stream(api: Api, worker: None, call: np.ndarray, make_tena
     assert customer and all(s["channel"] == 1 and s["label"] for s in customer)
     assert any(s["role"] == "agent" and s["channel"] == 0 for s in timeline)
     assert key not in api.log()
+
+
+def test_api_key_in_the_url_never_reaches_the_log(api: Api, make_tenant) -> None:
+    """Keys in the query string of refused streams, of the Twilio route, of plain HTTP requests to
+    the stream routes and to the rest of /v1 are blanked in the access and application logs."""
+    tenant_id, key = make_tenant()
+    from db.queries.tenants import create_api_key
+    from db.session import transaction
+
+    with transaction() as s:
+        _, read_key = create_api_key(s, tenant_id, "reader", scope="read")
+    unknown = "cp_" + "x" * 40
+    got = _refused(api, f"/v1/live?api_key={unknown}", json.dumps(START))
+    assert got.close_code == 4401
+    got = _refused(api, f"/v1/live?api_key={read_key}", json.dumps(START))
+    assert got.close_code == 4403
+    got = _refused(api, f"/v1/live?api_key={key}", b"\x00\x01")  # accepted key, then a refused frame
+    assert got.close_code == 1008
+    got = _refused(api, f"/v1/live/twilio?api_key={key}", "not json")
+    assert got.of("error")
+    for path in (f"/v1/live?api_key={key}", f"/v1/live/twilio?api_key={read_key}",
+                 f"/v1/recordings?api_key={key}", f"/dashboard/recordings?x=1&api_key={key}"):
+        assert httpx.get(f"{api.base}{path}", timeout=10).status_code < 500
+    time.sleep(0.5)  # the access log is written after the response
+    log = api.log()
+    assert "api_key=***" in log
+    for secret in (key, read_key, unknown):
+        assert secret not in log

@@ -27,7 +27,7 @@ from db.recovery_models import OutboxMessage
 from db.session import transaction
 from worker.jobs.app import app as celery_app
 
-DEMO = Path(__file__).resolve().parents[1] / "callpulse" / "examples" / "demo_call.ogg"
+DEMO = Path(__file__).resolve().parents[2] / "callpulse" / "examples" / "demo_call.ogg"
 
 
 def ffmpeg(*args: str) -> None:

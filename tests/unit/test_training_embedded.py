@@ -20,7 +20,7 @@ from training import voice as training
 from worker.pipeline.voice.embedded import classifier
 from worker.pipeline.voice.embedded.model import load_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "worker" / "weights"
 
 

@@ -3,8 +3,8 @@ acknowledging and resolving alerts with a note from the feed and from the call p
 segment's label in place, writing a rule (a validation error, fixed, backtested, saved), a
 read-only session without write actions, revoking a key ending its session, labels, focus order,
 text contrast (WCAG AA) and tablet width on every page, `/docs` rendering with every request
-outside this host blocked, `/` leading to the dashboard. Screenshots at 1280×800 and tablet width
-go to test-artifacts/."""
+outside this host blocked, `/` leading to the dashboard, deleting a call and a rule behind a folded
+confirmation. Screenshots at 1280×800 and tablet width go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from tests import browser_fixtures as bf
 from tests.browser_fixtures import browser, server  # noqa: F401 (fixtures)
-from tests.dashboard_fixtures import store_alert, store_call
+from tests.dashboard_fixtures import store_alert, store_call, store_conversation
 
 expect = bf.sync_api.expect
 
@@ -232,6 +232,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("agent", None, 2.0, None),
                                                            ("customer", "angry", 4.0, -0.6)])
     store_alert(tenant_id, rec_id)
+    store_conversation(rec_id)  # the call page's and the overview's conversation measures
 
     admin = browser.new_context(viewport={"width": 1280, "height": 800})
     admin_page = admin.new_page()
@@ -240,7 +241,7 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     admin_page.get_by_role("button", name="Create rule").click()
     rule_path = admin_page.url.split(server)[1].split("?")[0]
     pages = ["/dashboard", "/dashboard/recordings", f"/dashboard/recordings/{rec_id}", "/dashboard/alerts",
-             "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
+             "/dashboard/review", "/dashboard/rules", rule_path, "/dashboard/webhooks", "/dashboard/keys"]
     # Every control has a label, the first Tab reaches the skip link, nothing overflows a tablet.
     for path in pages:
         admin_page.goto(f"{server}{path}")
@@ -277,3 +278,30 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     assert "/dashboard/login" in page.url
     admin.close()
     viewer.close()
+
+
+def test_delete_a_call_from_its_page_and_a_rule_from_its_editor(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "angry", 4.0, -0.6)])
+    store_alert(tenant_id, rec_id, rule_name="To be deleted")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, f"/dashboard/recordings/{rec_id}")
+    # Folded: the button shows only once the operator opens "Delete this call…".
+    button = page.get_by_role("button", name=re.compile("^Delete call"))
+    expect(button).to_be_hidden()
+    page.get_by_text("Delete this call…").click()
+    expect(button).to_be_visible()
+    bf.shoot(page, "call-delete")
+    button.click()
+    expect(page.locator("h1")).to_have_text("Call deleted")
+    page.goto(f"{server}/dashboard/recordings")
+    expect(page.locator(f"tr[data-id='{rec_id}']")).to_have_count(0)
+
+    page.goto(f"{server}/dashboard/rules")
+    page.get_by_role("link", name="To be deleted").click()
+    page.get_by_text("Delete this rule…").click()
+    page.get_by_role("button", name="Delete rule To be deleted").click()
+    page.wait_for_url(f"{server}/dashboard/rules")
+    expect(page.get_by_text("To be deleted")).to_have_count(0)
+    context.close()

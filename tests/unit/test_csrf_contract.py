@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from api.csrf import CsrfCheck
 from api.dashboard_auth import live_tenant, page_tenant
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "api" / "templates"
+TEMPLATES = Path(__file__).resolve().parents[2] / "api" / "templates"
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -21,7 +21,7 @@ from worker.pipeline.speech import prosody
 from worker.pipeline.voice.embedded import classifier as ser_classifier
 from worker.pipeline.voice.registry import CANONICAL_LABELS, BackendUnavailable, load_backend
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "callpulse" / "examples"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
 TIME = re.compile(r"\d\d:\d\d\.\d")

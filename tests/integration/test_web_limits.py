@@ -27,7 +27,7 @@ from db.models import WebhookDelivery, WebhookEndpoint
 from db.session import transaction
 from tests.dashboard_fixtures import login_form_token
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _address() -> str:

@@ -223,5 +223,5 @@ def test_recording_failed_webhook_from_the_pipeline(
 def test_payload_schemas_are_served_and_match_the_docs(client: TestClient) -> None:
     served = client.get("/v1/webhooks/schemas").json()
     assert set(served) == {"recording.completed", "recording.failed", "alert.fired", "alert.resolved"}
-    docs = Path(__file__).resolve().parent.parent / "docs" / "webhook-payloads.schema.json"
+    docs = Path(__file__).resolve().parents[2] / "docs" / "webhook-payloads.schema.json"
     assert json.loads(docs.read_text()) == served, "regenerate docs/webhook-payloads.schema.json"

@@ -23,7 +23,7 @@ from worker.pipeline.face.expression import (
 )
 from worker.pipeline.labels import CANONICAL_LABELS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "tests" / "data" / "face_sample.jpg"
 DEMO_AUDIO = ROOT / "callpulse" / "examples" / "demo_call.ogg"
 # Hand-marked face in face_sample.jpg (eyebrows to chin, cheek to cheek), x, y, w, h.

@@ -1,0 +1,1 @@
+"""Backends for checkpoints released for FunASR (emotion2vec, SenseVoice), implemented here in torch."""
