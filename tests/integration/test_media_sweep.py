@@ -27,10 +27,10 @@ from db.models import Recording, utcnow
 from db.recovery_models import WorkLease
 from db.session import transaction
 from tests.live_support import free_port
+from tests.support import ROOT
 from worker.pipeline.media import audio_store
 from worker.stages.media_sweep import sweep_media
 
-ROOT = Path(__file__).resolve().parent.parent
 GRACE_S = 0.5
 
 
