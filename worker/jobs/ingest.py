@@ -5,6 +5,7 @@ the recording is failed with the reason, never dropped."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from celery import Task
@@ -16,6 +17,8 @@ from worker.jobs.enqueue import enqueue
 from worker.jobs.reconnect import sweep_now
 from worker.jobs.retry import give_up_or_retry
 from worker.stages import ingest
+
+log = logging.getLogger(__name__)
 
 
 @app.task(bind=True, **names.INGEST.options())
@@ -41,3 +44,17 @@ def apply_retention() -> None:
     from worker.stages.retention import apply_retention as run
 
     run(get_settings())
+
+
+@app.task(**names.SWEEP_MEDIA.options())
+def sweep_media() -> None:
+    # No retry: the next beat tick is the retry; a database outage is only worth a warning.
+    from worker.jobs.retry import is_transient
+    from worker.stages.media_sweep import sweep_media as run
+
+    try:
+        run(get_settings())
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        log.warning("media sweep skipped: database unavailable (%s)", type(exc).__name__)

@@ -42,4 +42,6 @@ def deliver(self: Task, delivery_id: str) -> None:
 
 @app.task(**names.SWEEP_DELIVERIES.options())
 def sweep_deliveries() -> None:
-    enqueue_deliveries(notify_stages.overdue_deliveries(get_settings()))
+    settings = get_settings()
+    enqueue_deliveries(notify_stages.overdue_deliveries(settings))
+    enqueue_deliveries(notify_stages.resumable_deliveries(settings))
