@@ -14,7 +14,8 @@ the socket's poll and, for webhooks, the notify queue.
 
 Needs the local Postgres and Redis; creates and drops its own database; Redis db 5.
 
-    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--infer-max-batch 0] [--json out.json]
+    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--infer-max-batch 0] [--words]
+                               [--json out.json]
 """
 
 from __future__ import annotations

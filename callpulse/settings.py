@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # lease_ttl_s belongs to a dead worker. The TTL covers a few missed heartbeats (a busy database).
     lease_ttl_s: float = Field(default=60.0, gt=0)
     lease_heartbeat_s: float = Field(default=15.0, gt=0)
+    # The media sweep (every media_sweep_interval_s) removes recording folders without a row
+    # (an API killed mid-upload) and decoded caches of final calls (a late duplicate infer task),
+    # once nothing in them has changed for media_grace_s.
+    media_sweep_interval_s: float = Field(default=600.0, gt=0)
+    media_grace_s: float = Field(default=3600.0, gt=0)
     # Messages the broker could not take wait in the outbox; each sweep sends at most this many.
     outbox_batch: int = Field(default=500, ge=1)
     max_attempts: int = 5
@@ -155,6 +160,12 @@ class Settings(BaseSettings):
     # the broker's visibility timeout so a delayed retry is never redelivered early.
     webhook_backoff_base_s: float = 5.0
     webhook_backoff_cap_s: float = 900.0
+    # A delivery that gave up during a long receiver outage is tried again once the receiver
+    # answers: the delivery sweep sends one of the endpoint's failed deliveries as a probe every
+    # webhook_probe_interval_s, and once the endpoint answers anything, each failed one gets another
+    # attempt. Only deliveries created in the last webhook_resume_window_s (0: never resume).
+    webhook_resume_window_s: float = Field(default=86400.0, ge=0)
+    webhook_probe_interval_s: float = Field(default=120.0, gt=0)
     # A backtest evaluates at most this many recordings of its time range (newest first).
     backtest_max_recordings: int = 1000
 

@@ -50,6 +50,11 @@ def make_celery() -> Celery:
                 "task": names.RETENTION.name,
                 "schedule": settings.retention_interval_s,
             },
+            # Orphan media folders and decoded caches of final calls (worker/stages/media_sweep.py).
+            "sweep-media": {
+                "task": names.SWEEP_MEDIA.name,
+                "schedule": settings.media_sweep_interval_s,
+            },
             # Webhook retries whose delayed message was lost (worker/jobs/notify.py).
             "sweep-overdue-webhook-deliveries": {
                 "task": names.SWEEP_DELIVERIES.name,
