@@ -77,9 +77,15 @@ def unleased_unfinished(session: Session, now: datetime, limit: int = 1000) -> l
 
 
 def add_message(session: Session, task: str, args: list[Any], countdown_s: float | None,
-                error: str | None) -> None:
-    session.add(OutboxMessage(id=uuid.uuid4(), task=task, args=args, countdown_s=countdown_s,
+                error: str | None) -> uuid.UUID:
+    msg_id = uuid.uuid4()
+    session.add(OutboxMessage(id=msg_id, task=task, args=args, countdown_s=countdown_s,
                               created_at=utcnow(), error=error))
+    return msg_id
+
+
+def delete_message(session: Session, msg_id: uuid.UUID) -> None:
+    session.execute(delete(OutboxMessage).where(OutboxMessage.id == msg_id))
 
 
 def lock_messages(session: Session, limit: int) -> list[OutboxMessage]:

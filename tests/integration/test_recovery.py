@@ -183,6 +183,7 @@ def test_sweeps_stay_quiet_while_the_database_is_down(broker: str, monkeypatch: 
     """Beat sends a sweep every interval: with Postgres down that is one WARNING for the outage,
     not an ERROR with a traceback per tick, and one line once it is back."""
     from worker.jobs import reconnect
+    from worker.jobs.notify import sweep_deliveries
 
     monkeypatch.setenv("CALLPULSE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/down")
     get_settings.cache_clear()
@@ -190,12 +191,17 @@ def test_sweeps_stay_quiet_while_the_database_is_down(broker: str, monkeypatch: 
     try:
         for _ in range(3):
             reconnect.sweep_now()
+            sweep_deliveries()  # the task's body, as beat's tick runs it
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
     during = [r for r in caplog.records if r.name.startswith("worker.")]
-    assert [r.levelno for r in during if "sweep skipped" in r.getMessage()] == [logging.WARNING], during
+    for what in ("sweep skipped", "webhook delivery sweep skipped"):
+        assert [r.levelno for r in during if r.getMessage().startswith(what)] == [logging.WARNING], during
     assert all(r.levelno < logging.ERROR and r.exc_info is None for r in during), during
     caplog.clear()
     reconnect.sweep_now()
-    assert any("back" in r.getMessage() for r in caplog.records if r.name.startswith("worker."))
+    sweep_deliveries()
+    back = [r.getMessage() for r in caplog.records if r.name.startswith("worker.")]
+    assert any(m.startswith("sweep ran again") for m in back), back
+    assert any(m.startswith("webhook delivery sweep ran again") for m in back), back

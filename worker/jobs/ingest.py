@@ -5,7 +5,6 @@ the recording is failed with the reason, never dropped."""
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 from celery import Task
@@ -15,10 +14,8 @@ from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
 from worker.jobs.reconnect import sweep_now
-from worker.jobs.retry import give_up_or_retry
+from worker.jobs.retry import give_up_or_retry, run_periodic
 from worker.stages import ingest
-
-log = logging.getLogger(__name__)
 
 
 @app.task(bind=True, **names.INGEST.options())
@@ -43,18 +40,12 @@ def apply_retention() -> None:
     # No retry: the next beat tick is the retry, and each batch it finished is already committed.
     from worker.stages.retention import apply_retention as run
 
-    run(get_settings())
+    run_periodic("retention", lambda: run(get_settings()))
 
 
 @app.task(**names.SWEEP_MEDIA.options())
 def sweep_media() -> None:
-    # No retry: the next beat tick is the retry; a database outage is only worth a warning.
-    from worker.jobs.retry import is_transient
+    # No retry: the next beat tick is the retry.
     from worker.stages.media_sweep import sweep_media as run
 
-    try:
-        run(get_settings())
-    except Exception as exc:
-        if not is_transient(exc):
-            raise
-        log.warning("media sweep skipped: database unavailable (%s)", type(exc).__name__)
+    run_periodic("media sweep", lambda: run(get_settings()))
