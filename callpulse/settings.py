@@ -234,9 +234,10 @@ class Settings(BaseSettings):
     # How often a stream looks for newly analyzed segments and alerts to push to its client.
     live_poll_s: float = Field(default=0.2, gt=0)
     # Words on live segments (with asr_enabled): the infer worker transcribes each analyzed segment of
-    # a live call before its inference (worker/stages/live_words.py), so the text model and the
-    # `segment` event have them; false: live segments are analyzed by voice alone, sooner.
-    live_asr_enabled: bool = True
+    # a live call before its inference (worker/stages/live_words.py), so the text model, `words`
+    # rules and the `segment` event have them. Off by default: on a CPU, Whisper costs about 2.7 CPU
+    # seconds per customer turn (docs/BENCHMARKS.md), which live latency cannot afford there.
+    live_asr_enabled: bool = False
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod
