@@ -1,98 +1,152 @@
-"""How often the voice model says `fear` on speech that is not fearful, and how often it says it
-confidently: before (uncertain only under CALLPULSE_UNCERTAIN_BELOW) and after the rare-label rule
-(fusion.RARE_LABELS need RARE_LABEL_MIN_CONFIDENCE, else the segment is flagged uncertain).
+"""What each prior preset does to per-label recall and to an "angry" rule on neutral speech, and how
+often `fear` is said on speech whose truth is not fear: as the top label (what was reported before
+the rare-label rule) and as an asserted label (after it: fusion.RARE_LABELS need
+RARE_LABEL_MIN_CONFIDENCE, else the segment is flagged uncertain).
 
-Speech: URDU (Latif et al. 2018; angry/happy/neutral/sad, no fear: every fear answer is wrong), a
-corpus reserved for independent evaluation, read from a local copy; optionally any folder of wav
-files whose truth is not fear (e.g. the scripted escalation call's turns). Each clip is one segment;
-with --reference each speaker's clips (up to 12) make the speaker reference, as ingest does.
+Speech (never EMOVO, URDU or TurEV-DB: those are reserved for independent evaluation, and the rule's
+threshold and the presets must not be chosen on them):
 
-    python bench/eval_fear_share.py --urdu /work/data/urdu [--reference] [--json out.json]
+- `--calls` (the default): the two shipped example calls through `callpulse analyze`'s code path with
+  default settings (our ASR gives the words), every speaker analyzed. Truth: the demo call's six read
+  sentences and the escalation call's agent turns are neutral; its customer turns are what the script
+  means (neutral, furious → angry, thankful → happy; the complaint counts as "not fear" only). The
+  escalation call is rebuilt with espeak-ng and sox for its turn times (tests/escalation_call.py).
+- `--folder DIR`: held-out clips laid out DIR/<label>/*.wav (canonical labels), one segment each,
+  voice only (no words), e.g. the test speakers of a corpus never trained on.
+
+A preset is applied as fusion applies it, to the fused balanced scores (priors.shift), so one
+analysis serves every preset.
+
+    python bench/eval_fear_share.py [--calls] [--folder DIR] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections import Counter
+import tempfile
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+RESERVED = ("emovo", "urdu", "turev")
+MOOD_TRUTH = {"neutral": "neutral", "furious": "angry", "thankful": "happy", "complaining": "not_fear"}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--urdu", type=Path, required=True)
-    parser.add_argument("--reference", action="store_true", help="per-speaker normalisation, as in calls")
+    parser.add_argument("--calls", action="store_true", help="the shipped example calls (the default)")
+    parser.add_argument("--folder", type=Path, help="DIR/<label>/*.wav of held-out speech")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    if args.folder is not None and any(name in str(args.folder).lower() for name in RESERVED):
+        parser.error("EMOVO, URDU and TurEV-DB are reserved for independent evaluation")
 
-    from training import independent
-    from worker.pipeline import priors
-    from worker.pipeline.contracts import SegmentInput
-    from worker.pipeline.fusion import RARE_LABEL_MIN_CONFIDENCE, RARE_LABELS, MultimodalModel
-    from worker.pipeline.media import decode
-    from worker.pipeline.voice.registry import load_backend
-
-    items = [(c.path, c.label, c.speaker) for c in independent.list_urdu(args.urdu)]
-    model = MultimodalModel(load_backend("embedded", None, "cpu", "auto"))
-    clips = {}
-    for path, _, _ in items:
-        clips[path] = decode.decode(path, 16_000).samples[0]
-    references: dict[str, object] = {}
-    if args.reference:
-        by_speaker: dict[str, list[np.ndarray]] = {}
-        for path, _, speaker in items:
-            by_speaker.setdefault(speaker, []).append(clips[path])
-        references = {sp: model.speaker_reference(cl[:12], 16_000) for sp, cl in by_speaker.items()}
-    rows = []
-    by_preset: dict[str, list[tuple[str, str]]] = {}
-    for path, truth, speaker in items:
-        audio = np.asarray(clips[path], dtype=np.float32)
-        seg = SegmentInput(key=path.name, audio=audio, sample_rate=16_000, start_s=0.0,
-                           end_s=len(audio) / 16_000, role="customer",
-                           speaker_reference=references.get(speaker))  # type: ignore[arg-type]
-        result = model.predict([seg])[0]
-        rows.append((truth, result.label, result.confidence, result.uncertain))
-        for preset in priors.PRESETS:
-            scores = priors.shift(result.scores, preset)
-            by_preset.setdefault(preset, []).append((truth, max(scores, key=scores.__getitem__)))
-    not_fear = [r for r in rows if r[0] != "fear"]
-    n = len(not_fear)
-    fear = [r for r in not_fear if r[1] == "fear"]
-    before = [r for r in fear if r[2] >= 0.5]
-    after = [r for r in fear if not r[3]]
-    figures = {
-        "corpus": "URDU", "clips": n, "reference": args.reference,
-        "labels": dict(Counter(r[1] for r in rows)),
-        "fear_share": round(len(fear) / n, 3),
-        "confident_fear_share_before": round(len(before) / n, 3),
-        "confident_fear_share_after": round(len(after) / n, 3),
-        "rare_labels": sorted(RARE_LABELS), "rare_label_min_confidence": RARE_LABEL_MIN_CONFIDENCE,
-        "accuracy": round(sum(r[0] == r[1] for r in rows) / len(rows), 3),
-        "presets": {preset: _preset_figures(pairs) for preset, pairs in by_preset.items()},
-    }
+    samples: list[tuple[str, dict[str, float]]] = []
+    if args.calls or args.folder is None:
+        samples += _calls()
+    if args.folder is not None:
+        samples += _folder(args.folder)
+    figures = {"segments": len(samples), "sources": ("calls " if args.calls or args.folder is None else "")
+               + (str(args.folder) if args.folder else ""), **evaluate(samples)}
     print(json.dumps(figures, indent=2))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 
-def _preset_figures(pairs: list[tuple[str, str]]) -> dict[str, object]:
-    """Per-label recall, and how often an "angry" rule would fire on speech whose truth is neutral."""
-    recall = {}
-    for label in sorted({t for t, _ in pairs}):
-        of = [p for t, p in pairs if t == label]
-        recall[label] = round(sum(p == label for p in of) / len(of), 3)
-    neutral = [p for t, p in pairs if t == "neutral"]
-    on_neutral = sum(p == "angry" for p in neutral) / max(1, len(neutral))
-    return {"recall": recall, "angry_on_neutral": round(on_neutral, 3),
-            "fear_share": round(sum(p == "fear" for t, p in pairs if t != "fear") / len(pairs), 3)}
+def evaluate(samples: list[tuple[str, dict[str, float]]]) -> dict[str, Any]:
+    from callpulse.settings import Settings
+    from worker.pipeline import priors
+    from worker.pipeline.fusion import RARE_LABEL_MIN_CONFIDENCE, RARE_LABELS
+
+    below = Settings().uncertain_below
+    out: dict[str, Any] = {"rare_labels": sorted(RARE_LABELS),
+                           "rare_label_min_confidence": RARE_LABEL_MIN_CONFIDENCE, "presets": {}}
+    for preset in priors.PRESETS:
+        rows = []
+        for truth, scores in samples:
+            shifted = priors.shift(scores, preset)
+            label = max(shifted, key=shifted.__getitem__)
+            confidence = shifted[label]
+            uncertain = confidence < below or (
+                label in RARE_LABELS and confidence < RARE_LABEL_MIN_CONFIDENCE)
+            rows.append((truth, label, uncertain))
+        recall = {}
+        for label in sorted({t for t, _, _ in rows if t != "not_fear"}):
+            of = [(p, u) for t, p, u in rows if t == label]
+            recall[label] = {"n": len(of), "top_label": round(sum(p == label for p, _ in of) / len(of), 3),
+                             "asserted": round(sum(p == label and not u for p, u in of) / len(of), 3)}
+        neutral = [(p, u) for t, p, u in rows if t == "neutral"]
+        not_fear = [(p, u) for t, p, u in rows if t != "fear"]
+        out["presets"][preset] = {
+            "recall": recall,
+            # An "angry" rule on the label, and one that also requires a sure label.
+            "angry_rule_on_neutral": round(sum(p == "angry" for p, _ in neutral) / max(1, len(neutral)), 3),
+            "angry_rule_on_neutral_asserted": round(
+                sum(p == "angry" and not u for p, u in neutral) / max(1, len(neutral)), 3),
+            "fear_share_top_label": round(sum(p == "fear" for p, _ in not_fear) / max(1, len(not_fear)), 3),
+            "fear_share_asserted": round(
+                sum(p == "fear" and not u for p, u in not_fear) / max(1, len(not_fear)), 3),
+            "labels": {lab: sum(p == lab for _, p, _ in rows) for lab in sorted({p for _, p, _ in rows})},
+        }
+    return out
+
+
+def _calls() -> list[tuple[str, dict[str, float]]]:
+    from tests import escalation_call
+    from tests.support import EXAMPLE
+
+    work = Path(tempfile.mkdtemp(prefix="callpulse-eval-fear-"))
+    os.environ["CALLPULSE_DATA_DIR"] = str(work / "data")
+    os.environ["CALLPULSE_DATABASE_URL"] = ""
+    os.environ.pop("CALLPULSE_ASR_ENABLED", None)
+    from callpulse.local import analyze_files
+    from callpulse.settings import Settings
+
+    escalation = work / "escalation.wav"
+    turns = escalation_call.build(escalation)
+    roles = {0: "agent", 1: "customer"}
+    results = list(analyze_files([EXAMPLE, escalation], roles, ["agent", "customer"], Settings(),
+                                 show_progress=False))
+    samples = []
+    for result in results:
+        assert result["status"] == "done", result.get("error")
+        for seg in result["segments"]:
+            if not seg.get("scores"):
+                continue
+            truth = "neutral"
+            if result is results[1] and seg["channel"] == 1:
+                overlap = {t.turn.mood: min(seg["end_s"], t.end_s) - max(seg["start_s"], t.start_s)
+                           for t in turns if t.turn.channel == 1}
+                truth = MOOD_TRUTH[max(overlap, key=overlap.__getitem__)]
+            samples.append((truth, dict(seg["scores"])))
+    return samples
+
+
+def _folder(folder: Path) -> list[tuple[str, dict[str, float]]]:
+    import numpy as np
+
+    from worker.pipeline.contracts import SegmentInput
+    from worker.pipeline.fusion import MultimodalModel
+    from worker.pipeline.labels import CANONICAL_LABELS
+    from worker.pipeline.media import decode
+    from worker.pipeline.voice.registry import load_backend
+
+    model = MultimodalModel(load_backend("embedded", None, "cpu", "auto"))
+    samples = []
+    for label_dir in sorted(p for p in folder.iterdir() if p.is_dir() and p.name in CANONICAL_LABELS):
+        for path in sorted(label_dir.glob("*.wav")):
+            audio = np.asarray(decode.decode(path, 16_000).samples[0], dtype=np.float32)
+            seg = SegmentInput(key=path.name, audio=audio, sample_rate=16_000, start_s=0.0,
+                               end_s=len(audio) / 16_000, role="customer")
+            samples.append((label_dir.name, dict(model.predict([seg])[0].scores)))
+    return samples
 
 
 if __name__ == "__main__":

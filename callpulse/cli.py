@@ -24,7 +24,8 @@ from worker.pipeline.voice.names import BACKENDS
 def _apply_model_overrides(args: argparse.Namespace) -> None:
     """Options win over CALLPULSE_* variables; exporting them also reaches worker child processes."""
     for option, env in (("backend", "MODEL_BACKEND"), ("model_path", "MODEL_PATH"), ("device", "DEVICE"),
-                        ("database_url", "DATABASE_URL"), ("asr_model", "ASR_MODEL_PATH")):
+                        ("database_url", "DATABASE_URL"), ("asr_model", "ASR_MODEL_PATH"),
+                        ("asr_engine", "ASR_ENGINE")):
         value = getattr(args, option, None)
         if value:
             os.environ[f"CALLPULSE_{env}"] = str(value)
@@ -38,7 +39,8 @@ def _apply_model_overrides(args: argparse.Namespace) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=BACKENDS, help="emotion backend (default: CALLPULSE_MODEL_BACKEND "
                    "or 'embedded'); audio-classifier, omni and r1-omni need the [gpu] extra and a "
-                   "local checkpoint directory (--model-path)")
+                   "local checkpoint directory (--model-path); emotion2vec and sensevoice need the "
+                   "downloaded FunASR release directory (--model-path)")
     p.add_argument("--model-path", help="local checkpoint directory for non-embedded backends")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CALLPULSE_DEVICE or cpu)")
 
@@ -189,6 +191,8 @@ TRAIN_TENANT_HELP = """callpulse train: trains the embedded voice model (options
                   the shipped model, seconds to minutes; docs/MODELS.md). Prints a held-out estimate
                   beside the base model's and writes DIR with a new model version: point workers at
                   it with CALLPULSE_MODEL_PATH, then POST /v1/recordings/{id}/rescore re-runs a call.
+                  With --base an emotion2vec release directory, its head is adapted instead, on
+                  the utterance embedding with the encoder frozen (use it with --backend emotion2vec).
   --tenant NAME --out DIR --ship-only --ravdess DIR --emodb DIR
                   maintainers: retrain the shipped recipe on the public corpora plus the corrections
                   (minutes; the corpora must be on disk).
@@ -290,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another speech recognition model than the bundled Whisper-base: a "
                    "faster-whisper (CTranslate2) directory, or a transformers Whisper checkpoint "
                    "(docs/TRANSCRIPTS.md)")
+    p.add_argument("--asr-engine", choices=("whisper", "sensevoice"),
+                   help="speech recognition engine (default: CALLPULSE_ASR_ENGINE or whisper); sensevoice "
+                   "reads the SenseVoice-Small release in --asr-model (or --model-path with --backend "
+                   "sensevoice)")
     p.add_argument("--no-asr", action="store_true",
                    help="do not transcribe: by default every file without --transcript is transcribed "
                    "first (bundled Whisper-base, on CPU), so its words feed the text model and show "

@@ -15,7 +15,7 @@ from callpulse import metrics
 from callpulse.settings import Settings
 from worker.pipeline import fusion
 from worker.pipeline.contracts import EmotionModel
-from worker.pipeline.speech import asr, whisper_ct2
+from worker.pipeline.speech import asr, sensevoice_asr, whisper_ct2
 from worker.pipeline.speech import vad as segment
 from worker.pipeline.voice.registry import load_backend
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _emotion: dict[tuple[Any, ...], EmotionModel] = {}
 _vad: Any = None
-_asr: dict[tuple[Any, ...], asr.AsrModel | whisper_ct2.Ct2Asr] = {}
+_asr: dict[tuple[Any, ...], asr.AsrModel | whisper_ct2.Ct2Asr | sensevoice_asr.SenseVoiceAsr] = {}
 
 
 def emotion_model(settings: Settings) -> EmotionModel:
@@ -77,16 +77,31 @@ def vad_model() -> Any:
         return _vad
 
 
-def asr_model(settings: Settings) -> asr.AsrModel | whisper_ct2.Ct2Asr:
+def asr_model(settings: Settings) -> asr.AsrModel | whisper_ct2.Ct2Asr | sensevoice_asr.SenseVoiceAsr:
     """The speech recogniser, loaded on the first asr task of this process (only asr workers pay for
     it): faster-whisper over the bundled Whisper-base, or over CALLPULSE_ASR_MODEL_PATH when that is
-    a CTranslate2 directory; a transformers Whisper checkpoint there keeps the transformers engine.
+    a CTranslate2 directory; a transformers Whisper checkpoint there keeps the transformers engine;
+    CALLPULSE_ASR_ENGINE=sensevoice reads a SenseVoice-Small release instead.
     A failure (AsrUnavailable) is not remembered: fixing the directory needs no worker restart."""
     path = settings.asr_model_path
-    key = (str(path or ""), settings.device, settings.dtype, settings.asr_compute_type, settings.asr_threads)
+    shared: Any = None
+    if settings.asr_engine == "sensevoice" and settings.model_backend == "sensevoice" and (
+            path is None or path == settings.model_path):
+        # One download serves both, and one copy in memory: the emotion backend's model also
+        # gives the words (loaded outside _lock, which emotion_model takes itself).
+        path = settings.model_path
+        shared = getattr(emotion_model(settings), "audio", None)  # fusion.MultimodalModel's voice model
+    key = (settings.asr_engine, str(path or ""), settings.device, settings.dtype, settings.asr_compute_type,
+           settings.asr_threads, id(shared))
     with _lock:
         if key not in _asr:
-            if path is None or whisper_ct2.is_ct2_dir(path):
+            if settings.asr_engine == "sensevoice":
+                if settings.torch_threads > 0:
+                    torch.set_num_threads(settings.torch_threads)
+                log.info("loading ASR model %s on %s (SenseVoice)", path, settings.device)
+                _asr[key] = sensevoice_asr.wrap(shared) if shared is not None else sensevoice_asr.load_model(
+                    path, settings.device, settings.dtype)
+            elif path is None or whisper_ct2.is_ct2_dir(path):
                 log.info("loading ASR model %s on %s", path or "(bundled Whisper-base)", settings.device)
                 _asr[key] = whisper_ct2.load_model(path, settings.data_dir, settings.device,
                                                    settings.asr_compute_type, settings.asr_threads)

@@ -197,6 +197,25 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
     })
 
 
+@router.post("/recordings/{recording_id}/delete", response_class=HTMLResponse)
+def delete_recording(request: Request, session: SessionDep, tenant: WriterTenantDep, settings: SettingsDep,
+                     recording_id: uuid.UUID) -> HTMLResponse:
+    """Delete a call with its analysis, alerts and media, as DELETE /v1/recordings/{id} does (the
+    same handler: the row is gone before its files are)."""
+    rec = recordings_q.get_recording(session, tenant.id, recording_id)
+    name = (rec.external_id or rec.filename or str(rec.id)) if rec is not None else ""
+    if rec is not None and rec.status == RecordingStatus.live:
+        # Its socket is still writing it: the call is deleted once it has ended.
+        return _message(request, "Not deleted", f"The call {name} is still streaming in; delete it when "
+                        "it has ended.", status.HTTP_409_CONFLICT, tenant.name)
+    try:
+        recordings_api.delete_recording(session, tenant, settings, recording_id)
+    except HTTPException as exc:
+        return _message(request, "Not deleted", str(exc.detail), exc.status_code, tenant.name)
+    return _message(request, "Call deleted", f"The call {name}, its analysis, alerts and media were deleted.",
+                    status.HTTP_200_OK, tenant.name)
+
+
 def _refusal(exc: Exception) -> tuple[int, str]:
     """Status and readable reason of an upload the API refused."""
     if isinstance(exc, MediaError):

@@ -197,3 +197,14 @@ def set_enabled(session: SessionDep, tenant: WriterTenantDep, rule_id: uuid.UUID
     """Enable or disable a rule from the list (no new version), as PATCH /v1/rules/{id} does."""
     rules_api.patch_rule(session, tenant, rule_id, RulePatch(enabled=enabled == "true"))
     return RedirectResponse(f"/dashboard/rules#rule-{rule_id}", status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/rules/{rule_id}/delete", response_class=HTMLResponse)
+def delete_rule(request: Request, session: SessionDep, tenant: WriterTenantDep,
+                rule_id: uuid.UUID) -> Response:
+    """Delete a rule from its editor, as DELETE /v1/rules/{id} does (its alerts stay)."""
+    try:
+        rules_api.delete_rule(session, tenant, rule_id)
+    except HTTPException as exc:
+        return _message(request, "Not deleted", str(exc.detail), exc.status_code, tenant.name)
+    return RedirectResponse("/dashboard/rules", status.HTTP_303_SEE_OTHER)

@@ -115,3 +115,14 @@ def redeliver(request: Request, session: SessionDep, tenant: WriterTenantDep, se
         return _message(request, "Not redelivered", str(exc.detail), exc.status_code, tenant.name)
     return RedirectResponse(f"/dashboard/webhooks/{out.endpoint_id}#delivery-{delivery_id}",
                             status.HTTP_303_SEE_OTHER)
+
+
+@router.post("/webhooks/{endpoint_id}/delete", response_class=HTMLResponse)
+def delete_webhook(request: Request, session: SessionDep, tenant: WriterTenantDep,
+                   endpoint_id: uuid.UUID) -> Response:
+    """Remove an endpoint and its delivery log, as DELETE /v1/webhooks/{id} does."""
+    try:
+        webhooks_api.delete_endpoint(session, tenant, endpoint_id)
+    except HTTPException as exc:
+        return _message(request, "Not deleted", str(exc.detail), exc.status_code, tenant.name)
+    return RedirectResponse("/dashboard/webhooks", status.HTTP_303_SEE_OTHER)

@@ -14,20 +14,21 @@ Only the tenant's most recent ``RECENT_CALLS`` calls with media are looked at (t
 (tenant, created_at) serves that), which bounds the scan.
 
 Excluded: corrected segments (a correction never comes back), segments without a prediction or not
-analyzed (policy or failed inference), deleted calls (gone with their rows) and calls whose media
-retention removed (nothing to listen to, and `train --tenant` could not read their audio)."""
+analyzed (policy or failed inference), deleted calls (gone with their rows), calls whose media
+retention removed (nothing to listen to, and `train --tenant` could not read their audio) and live
+calls still streaming in (their audio file is still growing; they join the queue when they end)."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import Float, and_, case, cast, func, literal, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Float, FromClause, and_, case, cast, func, literal, select, true
+from sqlalchemy.orm import Session, aliased
 
-from db.models import Prediction, Recording, Segment, SegmentLabel
+from db.models import Prediction, Recording, RecordingStatus, Segment, SegmentLabel
 
-RECENT_CALLS = 500
+RECENT_CALLS = 200
 # Weights of the three signals (each in 0..1): unsureness leads, disagreement next, rarity breaks ties.
 W_UNSURE, W_DISAGREE, W_RARE = 0.5, 0.3, 0.2
 # A call's k-th pick is divided by 1 + CALL_SPREAD·(k−1), plus SPEAKER_SPREAD·(j−1) for a speaker's j-th.
@@ -64,47 +65,41 @@ def review_queue(session: Session, tenant_id: uuid.UUID, limit: int) -> list[Rev
     """The ``limit`` best picks, best first; never another tenant's, never a corrected segment."""
     recent = (
         select(Recording.id, Recording.external_id, Recording.filename)
-        .where(Recording.tenant_id == tenant_id, Recording.media_deleted_at.is_(None))
+        .where(Recording.tenant_id == tenant_id, Recording.media_deleted_at.is_(None),
+               Recording.status != RecordingStatus.live.value)
         .order_by(Recording.created_at.desc(), Recording.id.desc())
         .limit(RECENT_CALLS)
         .subquery("recent")
     )
-    newest_first = func.row_number().over(
-        partition_by=Prediction.segment_id, order_by=(Prediction.created_at.desc(), Prediction.id.desc()))
-    modality_cols = [Prediction.modalities[m]["label"].as_string().label(f"m_{m}") for m in MODALITIES]
-    preds = (
-        select(Prediction.segment_id, Prediction.label, Prediction.confidence, Prediction.model_name,
-               Prediction.model_version, *modality_cols, newest_first.label("rank"))
-        .join(Segment, Segment.id == Prediction.segment_id)
-        .join(recent, recent.c.id == Segment.recording_id)
-        .where(Segment.analyzed.is_(True))
-        .subquery("preds")
-    )
+    pred, on = _newest_prediction(session)
     counts = (
         select(SegmentLabel.label, func.count().label("n"))
         .where(SegmentLabel.tenant_id == tenant_id)
         .group_by(SegmentLabel.label)
         .subquery("counts")
     )
-    labels = [preds.c[f"m_{m}"] for m in MODALITIES]
+    labels = [pred.c.modalities[m]["label"].as_string() for m in MODALITIES]
     present = sum((case((m.is_not(None), 1), else_=0) for m in labels), literal(0))
-    differ = sum((case((and_(m.is_not(None), m != preds.c.label), 1), else_=0) for m in labels), literal(0))
+    differ = sum((case((and_(m.is_not(None), m != pred.c.label), 1), else_=0) for m in labels),
+                 literal(0))
     disagreement = case((present == 0, 0.0), else_=cast(differ, Float) / present)
-    unsure = 1.0 - preds.c.confidence  # confidences are probabilities (0..1)
+    unsure = 1.0 - pred.c.confidence  # confidences are probabilities (0..1)
     n = func.coalesce(counts.c.n, 0)
     rarity = 1.0 / (1.0 + cast(n, Float))
     base = W_UNSURE * unsure + W_DISAGREE * disagreement + W_RARE * rarity
     scored = (
         select(Segment.id, Segment.recording_id, Segment.index.label("seg_index"), Segment.speaker,
                Segment.role, Segment.start_s, Segment.end_s, recent.c.external_id, recent.c.filename,
-               preds.c.label, preds.c.confidence, preds.c.model_name, preds.c.model_version, *labels,
+               pred.c.label, pred.c.confidence, pred.c.model_name, pred.c.model_version,
+               *(label.label(f"m_{m}") for m, label in zip(MODALITIES, labels, strict=True)),
                n.label("n"), unsure.label("unsure"), disagreement.label("disagreement"),
                rarity.label("rarity"), base.label("base"))
-        .join(preds, and_(preds.c.segment_id == Segment.id, preds.c.rank == 1))
-        .join(recent, recent.c.id == Segment.recording_id)
-        .outerjoin(counts, counts.c.label == preds.c.label)
+        .select_from(recent)
+        .join(Segment, Segment.recording_id == recent.c.id)
+        .join(pred, on)
+        .outerjoin(counts, counts.c.label == pred.c.label)
         .outerjoin(SegmentLabel, SegmentLabel.segment_id == Segment.id)
-        .where(SegmentLabel.segment_id.is_(None))
+        .where(Segment.analyzed.is_(True), SegmentLabel.segment_id.is_(None))
         .subquery("scored")
     )
     in_call = func.row_number().over(partition_by=scored.c.recording_id,
@@ -123,6 +118,25 @@ def review_queue(session: Session, tenant_id: uuid.UUID, limit: int) -> list[Rev
         modality_labels={m: getattr(r, f"m_{m}") for m in MODALITIES if getattr(r, f"m_{m}") is not None},
         label_corrections=int(r.n), unsure=float(r.unsure), disagreement=float(r.disagreement),
         rarity=float(r.rarity), score=float(r.score)) for r in rows]
+
+
+def _newest_prediction(session: Session) -> tuple[FromClause, ColumnElement[bool]]:
+    """Each segment's newest prediction, probed per segment of the recent calls through
+    ix_prediction_segment_newest, so the cost follows those calls and not the prediction table: a
+    LATERAL subquery on Postgres (a plain join lets the planner hash the whole table), a correlated
+    subquery elsewhere (SQLite, the embedded mode, runs those per row anyway)."""
+    cols = (Prediction.id, Prediction.label, Prediction.confidence, Prediction.model_name,
+            Prediction.model_version, Prediction.modalities)
+    if session.get_bind().dialect.name == "postgresql":
+        lateral = (select(*cols).where(Prediction.segment_id == Segment.id)
+                   .order_by(Prediction.created_at.desc(), Prediction.id.desc()).limit(1).lateral("pred"))
+        return lateral, true()
+    latest = aliased(Prediction)
+    newest_id = (select(latest.id).where(latest.segment_id == Segment.id)
+                 .order_by(latest.created_at.desc(), latest.id.desc()).limit(1)
+                 .correlate(Segment).scalar_subquery())
+    plain = select(*cols).subquery("pred")
+    return plain, plain.c.id == newest_id
 
 
 MODALITY_WORDS = {"audio": "voice", "text": "words", "video": "face"}

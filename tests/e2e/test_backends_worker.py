@@ -21,7 +21,7 @@ from sqlalchemy import select
 from db.models import Prediction, Recording, Segment
 from db.session import transaction
 from tests.backend_checkpoints import EXAMPLE, build_audio_classifier, build_omni
-from tests.funasr_checkpoints import build_emotion2vec
+from tests.funasr_checkpoints import build_emotion2vec, build_sensevoice
 from tests.r1_omni_checkpoint import build_release
 from tests.support import FACE_SAMPLE, running_worker
 from worker.jobs.app import QUEUES, TASK_ROUTES
@@ -40,7 +40,8 @@ def _sender() -> Celery:
 
 
 CHECKPOINT_NAMES = {"audio-classifier": "tiny-wav2vec2-emotion@", "omni": "qwen2.5-omni-thinker",
-                    "r1-omni": "tiny-r1-omni@", "emotion2vec": "emotion2vec_plus_tiny@"}
+                    "r1-omni": "tiny-r1-omni@", "emotion2vec": "emotion2vec_plus_tiny@",
+                    "sensevoice": "SenseVoiceSmall@"}
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def call_mp4(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module", params=["audio-classifier", "omni", "r1-omni", "emotion2vec"])
+@pytest.fixture(scope="module", params=["audio-classifier", "omni", "r1-omni", "emotion2vec", "sensevoice"])
 def backend_worker(
     request: pytest.FixtureRequest, database: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[str, Celery]]:
@@ -74,6 +75,8 @@ def backend_worker(
         checkpoint = build_release(tmp_path_factory.mktemp("r1-omni"))
     elif backend == "emotion2vec":
         checkpoint = build_emotion2vec(tmp_path_factory.mktemp("e2v") / "emotion2vec_plus_tiny")
+    elif backend == "sensevoice":
+        checkpoint = build_sensevoice(tmp_path_factory.mktemp("sv") / "SenseVoiceSmall")
     else:
         checkpoint = build_audio_classifier(tmp_path_factory.mktemp("wav2vec2-emotion"))
     redis.Redis.from_url(BROKER).flushdb()
@@ -127,5 +130,7 @@ def test_backend_through_real_worker(backend_worker, make_tenant, call_wav, call
             assert 0.0 <= prediction.confidence <= 1.0
             if backend == "r1-omni":  # the infer stage sampled the model's 8 frames for each segment
                 assert prediction.modalities["audio"]["frames"] == 8
+            if backend == "sensevoice":  # what the one pass heard besides the emotion is kept
+                assert set(prediction.modalities["audio"]) >= {"language", "event"}
             for item in prediction.reasoning:
                 assert segment.start_s - 1e-6 <= item["start_s"] <= item["end_s"] <= segment.end_s + 1e-6

@@ -3,8 +3,8 @@ acknowledging and resolving alerts with a note from the feed and from the call p
 segment's label in place, writing a rule (a validation error, fixed, backtested, saved), a
 read-only session without write actions, revoking a key ending its session, labels, focus order,
 text contrast (WCAG AA) and tablet width on every page, `/docs` rendering with every request
-outside this host blocked, `/` leading to the dashboard. Screenshots at 1280×800 and tablet width
-go to test-artifacts/."""
+outside this host blocked, `/` leading to the dashboard, deleting a call and a rule behind a folded
+confirmation. Screenshots at 1280×800 and tablet width go to test-artifacts/."""
 
 from __future__ import annotations
 
@@ -196,6 +196,26 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map((e) => e.name || e.id)"""
 
 
+FOCUS_STEPS = 12
+# Numbers the focused element and says whether the focus is drawn: the stylesheet's outline, or,
+# for a player, the browser's own controls (focus is inside their shadow tree, which draws it).
+MARK_FOCUS = """() => {
+  const e = document.activeElement;
+  window.focusSteps = (window.focusSteps || 0) + 1;
+  e.dataset.focusStep = window.focusSteps;
+  if (e.matches("audio[controls], video[controls]")) return "visible";
+  return e !== document.body && getComputedStyle(e).outlineStyle !== "none" ? "visible" : e.tagName;
+}"""
+FOCUS_IN_DOM_ORDER = """() => {
+  const stops = [...document.querySelectorAll("[data-focus-step]")]
+    .sort((a, b) => Number(a.dataset.focusStep) - Number(b.dataset.focusStep));
+  window.focusSteps = 0;
+  const ordered = stops.every((e, i) => i === 0 || (stops[i - 1].compareDocumentPosition(e) & 4));
+  stops.forEach((e) => delete e.dataset.focusStep);
+  return ordered;
+}"""
+
+
 # WCAG 2 contrast of every visible text against the first opaque background behind it: 4.5:1, or
 # 3:1 for large text (24 px, or 18.7 px bold). Disabled controls are exempt, as WCAG says.
 LOW_CONTRAST = """() => {
@@ -249,6 +269,11 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
         assert admin_page.evaluate(LOW_CONTRAST) == [], path
         admin_page.keyboard.press("Tab")
         assert admin_page.evaluate("() => document.activeElement.textContent") == "Skip to content", path
+        # Focus order: the next stops follow the reading (DOM) order, each with a visible outline.
+        for _ in range(FOCUS_STEPS):
+            admin_page.keyboard.press("Tab")
+            assert admin_page.evaluate(MARK_FOCUS) == "visible", path
+        assert admin_page.evaluate(FOCUS_IN_DOM_ORDER), path
         admin_page.set_viewport_size({"width": 800, "height": 1100})
         overflow = admin_page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{path} is {overflow} px wider than a tablet"
@@ -278,3 +303,30 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
     assert "/dashboard/login" in page.url
     admin.close()
     viewer.close()
+
+
+def test_delete_a_call_from_its_page_and_a_rule_from_its_editor(server: str, browser, make_tenant) -> None:
+    tenant_id, key = make_tenant()
+    rec_id = store_call(tenant_id, datetime.now(UTC), {}, [("customer", "angry", 4.0, -0.6)])
+    store_alert(tenant_id, rec_id, rule_name="To be deleted")
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    bf.login(page, server, key, f"/dashboard/recordings/{rec_id}")
+    # Folded: the button shows only once the operator opens "Delete this call…".
+    button = page.get_by_role("button", name=re.compile("^Delete call"))
+    expect(button).to_be_hidden()
+    page.get_by_text("Delete this call…").click()
+    expect(button).to_be_visible()
+    bf.shoot(page, "call-delete")
+    button.click()
+    expect(page.locator("h1")).to_have_text("Call deleted")
+    page.goto(f"{server}/dashboard/recordings")
+    expect(page.locator(f"tr[data-id='{rec_id}']")).to_have_count(0)
+
+    page.goto(f"{server}/dashboard/rules")
+    page.get_by_role("link", name="To be deleted").click()
+    page.get_by_text("Delete this rule…").click()
+    page.get_by_role("button", name="Delete rule To be deleted").click()
+    page.wait_for_url(f"{server}/dashboard/rules")
+    expect(page.get_by_text("To be deleted")).to_have_count(0)
+    context.close()

@@ -1,7 +1,8 @@
 """GET /v1/review-queue against the real Postgres: what it picks first (unsure, modalities
 disagreeing, labels the tenant rarely corrected, spread over calls and speakers), what it never
-shows (corrected, unanalyzed, unpredicted, deleted calls, media removed by retention, another
-tenant's segments), its limit's bounds, and that a correction made through the API leaves it."""
+shows (corrected, unanalyzed, unpredicted, deleted calls, media removed by retention, live
+calls still streaming, another tenant's segments), its limit's bounds, and that a correction made
+through the API leaves it."""
 
 from __future__ import annotations
 
@@ -29,11 +30,11 @@ class Spec:
 
 
 def store(tenant_id: uuid.UUID, specs: list[Spec], media_deleted: bool = False,
-          age_s: float = 0.0) -> tuple[uuid.UUID, list[uuid.UUID]]:
+          age_s: float = 0.0, status: str = "done") -> tuple[uuid.UUID, list[uuid.UUID]]:
     created = datetime.now(UTC) - timedelta(seconds=age_s)
     with transaction() as s:
         rec = Recording(tenant_id=tenant_id, filename="call.wav", media_uri="/nonexistent/call.wav",
-                        status="done", external_id=f"rq-{uuid.uuid4().hex[:8]}", duration_s=5.0 * len(specs),
+                        status=status, external_id=f"rq-{uuid.uuid4().hex[:8]}", duration_s=5.0 * len(specs),
                         created_at=created, media_deleted_at=created if media_deleted else None)
         s.add(rec)
         s.flush()
@@ -126,6 +127,7 @@ def test_exclusions_and_the_newest_prediction(client, make_tenant) -> None:
     ])
     _, retained = store(tenant_id, [Spec("angry", 0.1)], media_deleted=True)
     _, deleted = store(tenant_id, [Spec("angry", 0.1)])
+    _, live = store(tenant_id, [Spec("angry", 0.1)], status="live")
     other_tenant, other_key = make_tenant(["customer"])
     _, foreign = store(other_tenant, [Spec("angry", 0.1)])
 
@@ -138,7 +140,7 @@ def test_exclusions_and_the_newest_prediction(client, make_tenant) -> None:
     shown = {uuid.UUID(i["segment_id"]): i for i in items}
     assert set(shown) == {ids[3], ids[4]}
     assert shown[ids[3]]["label"] == "happy" and shown[ids[3]]["confidence"] == 0.97
-    assert not {retained[0], foreign[0]} & set(shown)
+    assert not {retained[0], foreign[0], live[0]} & set(shown)
     # Another tenant's key sees its own queue only.
     assert [uuid.UUID(i["segment_id"]) for i in queue(client, other_key)] == [foreign[0]]
 

@@ -167,9 +167,10 @@ class MultimodalModel:
     def _fused(self, seg: SegmentInput, audio: EmotionResult, text: Any, faces: list[Any]) -> EmotionResult:
         answers = [ModalityAnswer("audio", self.audio.name, self.audio.version, audio.scores)]
         evidence: list[Evidence] = list(audio.evidence)
-        extra: dict[str, dict[str, Any]] = {}
+        # What the voice backend itself reported beside its scores (sensevoice: language, event).
+        extra: dict[str, dict[str, Any]] = {"audio": dict(audio.modalities.get("audio", {}))}
         if seg.frames and getattr(self.audio, "uses_frames", False):
-            extra["audio"] = {"frames": len(seg.frames)}  # this answer saw the face too
+            extra["audio"]["frames"] = len(seg.frames)  # this answer saw the face too
         abstained: dict[str, Any] | None = None
         if text is not None and self.text is not None:
             if seg.language and seg.language.split("-")[0] not in TEXT_LANGUAGES:

@@ -129,7 +129,11 @@ def _score(session: Any, windows: _Windows, jobs: list[tuple[int, int, int]], pr
         load, lane = heapq.heappop(heap)
         assigned[lane].append(job)
         heapq.heappush(heap, (load + job[2], lane))
-    steps = max(load for load, _ in heap)
+    # Lanes by load, longest first: the lanes still busy at any step are the first rows, and only
+    # those are sent, so a lane that has run out costs nothing.
+    assigned.sort(key=lambda lane_jobs: -sum(job[2] for job in lane_jobs))
+    busy = np.array([sum(job[2] for job in lane_jobs) for lane_jobs in assigned])
+    steps = int(busy[0])
     index = np.full((lanes, steps), -1, dtype=np.int64)
     reset = np.zeros((lanes, steps), dtype=bool)
     keep = np.zeros((lanes, steps), dtype=bool)
@@ -143,10 +147,35 @@ def _score(session: Any, windows: _Windows, jobs: list[tuple[int, int, int]], pr
     state = np.zeros((2, lanes, 128), dtype=np.float32)
     rate = np.array(16_000, dtype=np.int64)
     for t in range(steps):
-        state[:, reset[:, t]] = 0.0
-        out, state = session.run(None, {"input": windows.gather(index[:, t]), "state": state, "sr": rate})
-        kept = keep[:, t]
-        probs[index[kept, t]] = np.asarray(out, dtype=np.float32).reshape(-1)[kept]
+        rows = int(np.count_nonzero(busy > t))
+        state[:, :rows][:, reset[:rows, t]] = 0.0
+        out, new_state = session.run(None, {"input": windows.gather(index[:rows, t]),
+                                            "state": state[:, :rows], "sr": rate})
+        state[:, :rows] = new_state
+        kept = keep[:rows, t]
+        probs[index[:rows, t][kept]] = np.asarray(out, dtype=np.float32).reshape(-1)[kept]
+
+
+def one_window_per_call(session: Any, samples: np.ndarray) -> np.ndarray:
+    """The probabilities as silero's own loop computes them, the reference `window_probs` is checked
+    against (tests, bench/bench_asr.py --compare-vad): every window through the network, one call
+    each, state carried from the first window to the last."""
+    count = -(-int(samples.shape[0]) // WINDOW)
+    probs = np.zeros(count, dtype=np.float32)
+    state = np.zeros((2, 1, 128), dtype=np.float32)
+    context = np.zeros(CONTEXT, dtype=np.float32)
+    rate = np.array(16_000, dtype=np.int64)
+    step = GATE_CHUNK * WINDOW
+    for offset in range(0, int(samples.shape[0]), step):
+        chunk = as_float(samples[offset: offset + step])
+        chunk = np.pad(chunk, (0, (-chunk.size) % WINDOW))
+        for start in range(0, chunk.size, WINDOW):
+            window = chunk[start: start + WINDOW]
+            x = np.concatenate([context, window])[None, :]
+            out, state = session.run(None, {"input": x, "state": state, "sr": rate})
+            probs[offset // WINDOW + start // WINDOW] = float(out.reshape(-1)[0])
+            context = window[-CONTEXT:]
+    return probs
 
 
 def as_float(pcm: np.ndarray) -> np.ndarray:

@@ -6,5 +6,5 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-BackendName = Literal["embedded", "audio-classifier", "omni", "r1-omni", "emotion2vec"]
+BackendName = Literal["embedded", "audio-classifier", "omni", "r1-omni", "emotion2vec", "sensevoice"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)

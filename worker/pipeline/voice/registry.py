@@ -10,7 +10,7 @@ from worker.pipeline.voice.names import BACKENDS
 
 __all__ = ["BACKENDS", "CANONICAL_LABELS", "BackendUnavailable", "load_backend"]
 
-FUNASR_RELEASES = ("emotion2vec",)
+FUNASR_RELEASES = ("emotion2vec", "sensevoice")
 
 
 class BackendUnavailable(ValueError):
@@ -37,6 +37,10 @@ def load_backend(
         if model_path is None:
             raise BackendUnavailable(f"emotion backend {backend!r} needs the downloaded release directory: "
                                      "set CALLPULSE_MODEL_PATH or --model-path (no hub downloads)")
+        if backend == "sensevoice":
+            from worker.pipeline.voice.funasr import sensevoice
+
+            return sensevoice.load_model(model_path, device, dtype)
         from worker.pipeline.voice.funasr import emotion2vec
 
         return emotion2vec.load_model(model_path, device, dtype)
