@@ -1,11 +1,14 @@
-"""kill -9 of a real `callpulse api` in the middle of an upload, at the two points where a crash
-used to leave something behind:
+"""kill -9 of a real `callpulse api` in the middle of an upload or a live call, at the points where a
+crash used to leave something behind:
 
 - after the file is on disk, before the row is committed: a media folder no row names, which the
   media sweep removes (nothing else would: the request's cleanup died with it);
 - after the commit, before the ingest message is published: a `received` row nothing would send on
   until the slow backstop (10 minutes). The message is staged in the outbox in the same transaction
-  as the row, so the next sweep sends it.
+  as the row, so the next sweep sends it;
+- mid-way through a live call: the API process holds a lease on the call while it streams; once
+  that runs out (CALLPULSE_LEASE_TTL_S, a minute) the sweep finishes the call from the audio on
+  disk, where it used to wait for the 10-minute backstop.
 
 The API is stopped at each point without timing tricks: a lock on the `recording` table holds the
 insert, and a broker that accepts connections but never answers holds the publish."""
@@ -23,6 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -153,3 +157,53 @@ def test_killed_after_the_commit_leaves_the_ingest_in_the_outbox(
     assert outbox.drain(app=Celery("sink", broker="memory://")) >= 1
     with transaction() as s:
         assert s.get(OutboxMessage, staged.id) is None
+
+
+def test_killed_mid_live_call_is_finished_once_its_lease_runs_out(
+        make_tenant, tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+    from websockets.sync.client import connect
+
+    from callpulse.settings import get_settings
+    from db.recovery_models import WorkLease
+    from tests.live_support import pcm16
+    from tests.support import EXAMPLE
+    from worker.stages.sweep import sweep
+
+    _, key = make_tenant(["customer"])
+    audio = pcm16(EXAMPLE)[: 5 * 16000]
+    with api_process(tmp_path, CALLPULSE_LEASE_TTL_S="2", CALLPULSE_LEASE_HEARTBEAT_S="0.5") as (api, base):
+        ws = connect(f"{base.replace('http://', 'ws://')}/v1/live", additional_headers={"X-API-Key": key})
+        ws.send(json.dumps({"event": "start", "encoding": "pcm_s16le", "sample_rate": 16000, "channels": 2,
+                            "channel_roles": {"0": "agent", "1": "customer"}}))
+        rec_id = uuid.UUID(json.loads(ws.recv(timeout=30))["recording_id"])
+        for start in range(0, len(audio), 1600):
+            ws.send(np.ascontiguousarray(audio[start:start + 1600]).astype("<i2").tobytes())
+        settings = get_settings()
+        deadline = time.monotonic() + 30
+        while True:  # the audio reached the disk, and the lease has been renewed at least once
+            with transaction() as s:
+                rec = s.get(Recording, rec_id)
+                leases = list(s.scalars(select(WorkLease).where(WorkLease.recording_id == rec_id)))
+            assert rec is not None and rec.status == "live"
+            samples = Path(rec.media_uri).parent / "live.s16"
+            renewed = [lease.stage for lease in leases] == ["live"] and (
+                leases[0].expires_at - leases[0].claimed_at > timedelta(seconds=2.2))
+            if renewed and samples.exists() and samples.stat().st_size > 0:
+                break
+            assert time.monotonic() < deadline, leases
+            time.sleep(0.2)
+        sweep(settings)  # the API holds the call: left alone
+        with transaction() as s:
+            assert s.scalar(select(Recording.status).where(Recording.id == rec_id)) == "live"
+        _kill(api)
+        with contextlib.suppress(Exception):
+            ws.close()
+
+    time.sleep(2.5)  # the lease said 2 s; nothing renews it now
+    sweep(settings)
+    with transaction() as s:
+        rec = s.get(Recording, rec_id)
+        assert rec is not None and rec.status in ("analyzing", "done") and rec.disconnected, rec.status

@@ -45,10 +45,17 @@ def sweep(settings: Settings, broker_lost: bool = False) -> Followups:
         dead = recovery_q.take_expired(s, now)
         seen: set[uuid.UUID] = set()
         if dead:
-            rows = s.scalars(select(Recording).where(Recording.id.in_(dead))
+            rows = s.scalars(select(Recording).where(Recording.id.in_(list(dead)))
                              .with_for_update(skip_locked=True))
             for rec in rows:
                 seen.add(rec.id)
+                if rec.status == RecordingStatus.live.value:
+                    # Only the streaming API process's own lease says the call lost its socket
+                    # handler; an infer worker that died on one of its segments does not.
+                    if "live" in dead[rec.id]:
+                        per_reason["live call's API process died"] += 1
+                        abandoned.append(rec.id)
+                    continue
                 if _redrive(s, rec, settings, followups):
                     per_reason[f"worker died ({rec.status})"] += 1
         if broker_lost:
