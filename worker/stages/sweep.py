@@ -86,6 +86,10 @@ def sweep(settings: Settings, broker_lost: bool = False) -> Followups:
         ended = live_stage.finish(rec_id, settings, disconnected=True)
         followups.completed += ended.completed
         followups.failed += ended.failed
+        if rec_id not in ended.completed and rec_id not in ended.failed:
+            # Segments whose infer message died with the API process (committed, never sent):
+            # the infer worker sends on what its model version still lacks, or completes the call.
+            followups.resume.append(rec_id)
     if per_reason:
         log.warning("sweep re-enqueued recordings: %s", dict(per_reason))
     return followups
