@@ -137,12 +137,18 @@ class LiveCall:
         await to_thread.run_sync(self._end, disconnected)
 
     def _end(self, disconnected: bool) -> None:
+        from worker.jobs import lease
         from worker.jobs.enqueue import enqueue_rule_work
 
-        closed = self.segmenter.finish()
-        self.writer.close()
-        self._store(closed)
-        followups = live_stage.finish(self.recording_id, self.settings, disconnected)
+        try:
+            closed = self.segmenter.finish()
+            self.writer.close()
+            self._store(closed)
+            followups = live_stage.finish(self.recording_id, self.settings, disconnected)
+        except BaseException:
+            lease.release_for(self.opened.lease_ids, delete=False)  # runs out: the sweep finishes it
+            raise
+        lease.release_for(self.opened.lease_ids, delete=True)
         try:
             enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
         except Exception:

@@ -186,8 +186,8 @@ def main() -> int:
                         help="CALLPULSE_INFER_MAX_BATCH for the worker: a task takes other streams' "
                              "waiting segments into its batch (0: one task, one message's segments)")
     parser.add_argument("--words", action="store_true",
-                        help="words on live segments (CALLPULSE_LIVE_ASR_ENABLED, the default in a "
-                             "deployment): each customer turn is transcribed before its inference")
+                        help="words on live segments (CALLPULSE_LIVE_ASR_ENABLED, off by default): each "
+                             "customer turn is transcribed before its inference")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -198,8 +198,6 @@ def main() -> int:
                        "CALLPULSE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
                        "CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "256",
                        "CALLPULSE_INFER_MAX_BATCH": str(args.infer_max_batch),
-                       # Without --words: the configuration of the figures in docs/BENCHMARKS.md
-                       # measured before live segments had words.
                        "CALLPULSE_LIVE_ASR_ENABLED": "true" if args.words else "false"})
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{DB_NAME}"')

@@ -100,6 +100,26 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         return 2
 
 
+def _train_tenant_emotion2vec(tenant: str, out: Path, base: Path) -> int:
+    """`callpulse train --tenant NAME --base EMOTION2VEC_DIR`: the tenant's corrections adapt its head."""
+    from training import adapt_data, adapt_emotion2vec
+    from worker.pipeline.voice.funasr import emotion2vec
+
+    try:
+        classes = emotion2vec.read_classes(base) or list(adapt_emotion2vec.RELEASE_CLASSES)
+        spans = tenant_spans(tenant, tuple(c for c in classes if not c.startswith("unuse")))
+        if not spans:
+            raise adapt_data.LabelsError(f"tenant {tenant} has no usable corrections yet "
+                                         "(PUT /v1/segments/{id}/label)")
+        report = adapt_emotion2vec.run(spans, base, out, f"tenant:{tenant}", strict=False, log=_log)
+    except (adapt_data.LabelsError, FileNotFoundError, ValueError) as exc:
+        print(f"callpulse train: {exc}", file=sys.stderr)
+        return 2
+    print(adapt_emotion2vec.describe(report))
+    print(f"wrote {out} (model version {report['version']}, from {report['base_version']}; encoder frozen)")
+    return 0
+
+
 def _adapt_emotion2vec(args: argparse.Namespace) -> int:
     """--base is an emotion2vec release: its head is adapted on the utterance embedding."""
     from training import adapt_data, adapt_emotion2vec
@@ -142,11 +162,14 @@ def tenant_spans(tenant: str, classes: tuple[str, ...]) -> list[Any]:
 
 
 def cmd_train_tenant(tenant: str, out: Path, base: Path | None) -> int:
-    from training import adapt_data
+    from training import adapt_data, adapt_emotion2vec
     from worker.pipeline.voice.embedded import model as embedded
 
     if _refuse_shipped(out, "train"):
         return 2
+    if adapt_emotion2vec.is_release(base):
+        assert base is not None
+        return _train_tenant_emotion2vec(tenant, out, base)
     try:
         spans = tenant_spans(tenant, embedded.load_model(weights_path=base).classes)
         if not spans:

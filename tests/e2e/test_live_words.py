@@ -1,6 +1,7 @@
 """Words on a live call, as the call goes on: a real `callpulse api` and a real worker with ASR on
 (the bundled Whisper-base, as deployed); the customer's segment events carry the words heard in
-them before `stop`, and the finished call's timeline has the same words from its `asr` transcript.
+them before `stop`, a `words` rule fires on them during the call, and the finished call's timeline
+has the same words from its `asr` transcript.
 The example call's customer reads a public text (the Rainbow Passage), so the words can be checked."""
 
 from __future__ import annotations
@@ -36,12 +37,19 @@ def worker(broker: str) -> Iterator[None]:
         yield
 
 
+def _customer_words(got: Received) -> bool:
+    return any(m["role"] == "customer" and m["words"] for m in got.of("segment"))
+
+
 def _said(event: dict[str, Any]) -> str:
     return " ".join(re.sub(r"[^a-z' ]", " ", w["text"].lower()).strip() for w in event["words"])
 
 
 def test_live_segments_carry_their_words(api: Api, worker: None, make_tenant) -> None:
     _, key = make_tenant(["customer"])
+    # A rule on what the customer says: with words heard live, it fires while the call goes on.
+    rule = {"name": "Said arch", "definition": {"roles": ["customer"], "when": {"words": {"any": ["arch"]}}}}
+    assert httpx.post(f"{api.base}/v1/rules", headers={"X-API-Key": key}, json=rule).status_code == 201
     call = pcm16(EXAMPLE)
     got = Received()
     with connect(f"{api.ws}/v1/live", additional_headers={"X-API-Key": key}) as ws:
@@ -50,9 +58,10 @@ def test_live_segments_carry_their_words(api: Api, worker: None, make_tenant) ->
         rec_id = got.messages[0]["recording_id"]
         stream(ws, call, got, speed=5.0)
         deadline = time.monotonic() + 180
-        while not any(m["role"] == "customer" and m["words"] for m in got.of("segment")):
+        while not (_customer_words(got) and got.of("alert")):
             assert time.monotonic() < deadline, got.messages
             drain(ws, got, timeout=0.5)
+        assert got.of("alert")[0]["rule_name"] == "Said arch"  # before stop
         ws.send(json.dumps({"event": "stop"}))
         read_until_closed(ws, got, timeout=240)
     assert got.close_code == 1000

@@ -1,33 +1,21 @@
 """The media sweep removes what crashes leave on the media volume and nothing else: the folder of an
-upload whose API was killed (kill -9 of a real `callpulse api` after the file was written, before
-the row was committed), and the decoded cache a late duplicate infer task re-created for a call that
-is already final. Folders still being written, folders of recordings in progress or held by a
-lease, a final call's original media and folders that are not ours stay."""
+upload whose API was killed before its commit (tests/integration/test_api_killed_mid_upload.py
+performs that kill), and the decoded cache a late duplicate infer task re-created for a call that is
+already final. Folders still being written, folders of recordings in progress or held by a lease, a
+final call's original media and folders that are not ours stay."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-
-import httpx
-from sqlalchemy import select, text
 
 from callpulse.settings import Settings
 from db.models import Recording, utcnow
 from db.recovery_models import WorkLease
 from db.session import transaction
-from tests.live_support import free_port
-from tests.support import ROOT
 from worker.pipeline.media import audio_store
 from worker.stages.media_sweep import sweep_media
 
@@ -86,64 +74,3 @@ def test_orphans_and_caches_of_final_calls_go_and_nothing_else(make_tenant, tmp_
     assert (running / cache).exists() and (rescoring / cache).exists()
     assert (not_ours / "x.csv").exists()
     assert sweep_media(settings) == type(counts)()  # nothing left to do
-
-
-@contextmanager
-def _recording_table_locked() -> Iterator[None]:
-    """Writes to `recording` wait until the block ends: an upload stops after its file is on disk
-    and before its row exists, the window in which a killed API leaves an orphan."""
-    with transaction() as s:
-        s.execute(text("LOCK TABLE recording IN EXCLUSIVE MODE"))
-        yield
-
-
-def test_an_api_killed_mid_upload_leaves_a_folder_the_media_sweep_removes(
-        make_tenant, stereo_call: Path, tmp_path: Path) -> None:
-    _, key = make_tenant()
-    media = tmp_path / "media"
-    port = free_port()
-    env = {**os.environ, "CALLPULSE_MEDIA_DIR": str(media)}
-    log = (tmp_path / "api.log").open("wb")
-    api = subprocess.Popen([sys.executable, "-m", "callpulse.cli", "api", "--port", str(port)], env=env,
-                           stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert api.poll() is None and time.monotonic() < deadline, (tmp_path / "api.log").read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-
-        def upload() -> None:
-            with contextlib.suppress(httpx.HTTPError):  # the server dies under it
-                httpx.post(f"{base}/v1/recordings", headers={"X-API-Key": key}, timeout=60,
-                           files={"file": ("call.wav", stereo_call.read_bytes(), "audio/wav")})
-
-        with _recording_table_locked():
-            client = threading.Thread(target=upload, daemon=True)
-            client.start()
-            written = stereo_call.stat().st_size
-            deadline = time.monotonic() + 60
-            while not [p for p in media.glob("*/*/original.wav") if p.stat().st_size == written]:
-                assert time.monotonic() < deadline, "the upload never reached the disk"
-                time.sleep(0.05)
-            time.sleep(0.5)  # the probe runs, then the insert waits for the lock
-            api.send_signal(signal.SIGKILL)
-            api.wait()
-        client.join(timeout=10)
-    finally:
-        if api.poll() is None:
-            api.kill()
-            api.wait()
-        log.close()
-
-    [folder] = [p.parent for p in media.glob("*/*/original.wav")]
-    rec_id = uuid.UUID(folder.name)
-    with transaction() as s:
-        assert s.scalar(select(Recording.id).where(Recording.id == rec_id)) is None
-    time.sleep(GRACE_S + 0.1)
-    counts = sweep_media(Settings(media_dir=media, media_grace_s=GRACE_S))
-    assert counts.orphans_removed == 1 and not folder.exists()
