@@ -13,9 +13,12 @@ trained with the shipped recipe on the other speakers),
   emotions (mostly calm speech with some emotional turns), 5 draws per speaker;
 
 and every segment's reference is the rest of its call (leave-one-out, as in production). Scores
-are per-call accuracy over the corpus's own classes, averaged over calls, for three rules: the
-speaker head alone (ser-v2's rule), the plain head alone (`CALLPULSE_SPEAKER_NORMALISATION=false`)
-and the shipped mix (`classifier.EmbeddedWeights.speaker_weight`). Reserved corpora are never read.
+are per-call accuracy over the corpus's own classes, averaged over calls, for four rules: the
+speaker head alone (ser-v2's rule), the plain head alone (`CALLPULSE_SPEAKER_NORMALISATION=false`),
+the previous mix (mix-by-plain-neutral-v1: the plain head's neutral probability of the baseline) and
+the shipped mix (`classifier.EmbeddedWeights.speaker_weight`: v1 gated by how far out of domain the
+baseline is). The gate's statistic is also printed for the training speakers' own calls (the
+distribution its thresholds come from). Reserved corpora are never read.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,14 @@ from training import corpora, evaluation, voice
 from training.protocols import ALLOWED, EMODB_TEST_SPEAKERS, RAVDESS_TEST_ACTORS
 from worker.pipeline.voice.embedded import classifier
 
-RULES: dict[str, float | None] = {"speaker head only": 1.0, "plain head only": 0.0, "mix (shipped)": None}
+# A rule is a fixed speaker weight, a function of (model, reference means), or None (the shipped rule).
+Rule = float | Callable[[classifier.EmbeddedWeights, np.ndarray], np.ndarray] | None
+RULES: dict[str, Rule] = {
+    "speaker head only": 1.0,
+    "plain head only": 0.0,
+    "mix v1 (plain-neutral)": lambda model, means: model.plain_neutral(means),
+    "mix (shipped)": None,
+}
 MIXED_DRAWS = 5
 
 
@@ -58,9 +69,8 @@ def build_calls(data: voice.Data, rows: np.ndarray, seed: int = 0) -> list[dict[
     return calls
 
 
-def score_call(model: classifier.EmbeddedWeights, x: np.ndarray, truth: np.ndarray, allowed: tuple[str, ...],
-               fixed_weight: float | None) -> np.ndarray:
-    """Per-segment predictions of one call, each segment's reference being the rest of the call."""
+def references(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each segment's reference (mean, std, n): the rest of its call."""
     summary = classifier.summarise(x)
     means, stds, ns = [], [], []
     for row in x:
@@ -73,27 +83,48 @@ def score_call(model: classifier.EmbeddedWeights, x: np.ndarray, truth: np.ndarr
             means.append(np.asarray(rest["mean"]))
             stds.append(np.asarray(rest["std"]))
             ns.append(float(rest["n"]))
-    p = model.combined(x, np.array(means), np.array(stds), np.array(ns), fixed_weight=fixed_weight)
+    return np.array(means), np.array(stds), np.array(ns)
+
+
+def score_call(model: classifier.EmbeddedWeights, x: np.ndarray, allowed: tuple[str, ...],
+               rule: Rule) -> np.ndarray:
+    """Per-segment predictions of one call, each segment's reference being the rest of the call."""
+    means, stds, ns = references(x)
+    weight = rule(model, means) if callable(rule) else rule
+    p = model.combined(x, means, stds, ns, fixed_weight=weight)
     return evaluation.restricted_predictions(p, model.classes, allowed)
+
+
+def outside_share(model: classifier.EmbeddedWeights, data: voice.Data, calls: list[dict[str, Any]],
+                  cond: str) -> dict[str, float]:
+    """Percentiles over segments of the gate's statistic: the share of features on which the
+    reference mean lies beyond classifier.OUTLIER_Z of the plain head's training clips."""
+    plain = model.heads["plain"]
+    shares = []
+    for call in calls:
+        means = references(data.x[cond][call["rows"]])[0]
+        shares.append(np.mean(np.abs((means - plain.mean) / plain.scale) > classifier.OUTLIER_Z, axis=1))
+    values = np.concatenate(shares)
+    return {f"p{p}": float(np.percentile(values, p)) for p in (50, 95, 99, 100)}
 
 
 def evaluate(model: classifier.EmbeddedWeights, data: voice.Data, calls: list[dict[str, Any]],
              cond: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for rule, weight in RULES.items():
+    for rule_name, rule in RULES.items():
         per_kind: dict[str, list[float]] = {}
         angry_calls: list[float] = []
         for call in calls:
             rows = call["rows"]
             corpus = data.corpus[rows[0]]
-            predicted = score_call(model, data.x[cond][rows], data.y[rows], ALLOWED[corpus], weight)
+            predicted = score_call(model, data.x[cond][rows], ALLOWED[corpus], rule)
             accuracy = float(np.mean(predicted == data.y[rows]))
             per_kind.setdefault(f"{call['kind']} {corpus}", []).append(accuracy)
             per_kind.setdefault(call["kind"], []).append(accuracy)
             if call["kind"] == "one-emotion" and call["emotion"] == "angry":
                 angry_calls.append(accuracy)
         per_kind["one-emotion angry"] = angry_calls
-        out[rule] = {kind: {"mean_accuracy": float(np.mean(v)), "calls": len(v)}
+        out[rule_name] = {kind: {"mean_accuracy": float(np.mean(v)), "calls": len(v)}
                      for kind, v in per_kind.items()}
     return out
 
@@ -119,8 +150,12 @@ def main(argv: list[str] | None = None) -> int:
     test = data.mask("ravdess", RAVDESS_TEST_ACTORS) | data.mask("emodb", EMODB_TEST_SPEAKERS)
     model, _ = voice.fit_model(recipes, data, ~test)
     calls = build_calls(data, test)
-    report: dict[str, Any] = {"calls": len(calls), "by_condition": {}}
+    report: dict[str, Any] = {"calls": len(calls), "by_condition": {}, "outside_share_training_calls": {}}
     for cond in conditions:
+        share = outside_share(model, data, build_calls(data, ~test), cond)
+        report["outside_share_training_calls"][cond] = share
+        print(f"{cond:10s} gate statistic on training speakers' calls: "
+              + " ".join(f"{k} {v:.3f}" for k, v in share.items()), flush=True)
         report["by_condition"][cond] = figures = evaluate(model, data, calls, cond)
         for rule, kinds in figures.items():
             cells = [f"{kind}: {v['mean_accuracy']:.3f} ({v['calls']})" for kind, v in sorted(kinds.items())]

@@ -5,7 +5,9 @@
 * ``plain`` head: reads the raw features. Without a speaker reference it decides alone; with one,
   the two heads' probabilities are mixed by how neutral the speaker's own baseline sounds to the
   plain head (``speaker_weight``): normalising a caller who is angry for the whole call against
-  their own angry speech would call them neutral, so such a speaker leans on the plain head.
+  their own angry speech would call them neutral, so such a speaker leans on the plain head. That
+  verdict only counts for a baseline like the training speakers' (``plain_trust``): a voice unlike
+  any of them (a synthetic voice, an odd line) is judged relative to itself.
 * optional ``residual`` head (``callpulse adapt``): a linear correction of the combined
   log-probabilities from the plain head's hidden layer and the raw features, fitted on a
   contact center's own labels while the two heads stay frozen.
@@ -30,13 +32,21 @@ METADATA_FILE = "ser_embedded.json"
 VERSION_PREFIX = "ser-v2"
 HEADS: tuple[str, ...] = ("speaker", "plain")
 # How the heads are combined is part of what a version hashes: a new rule gives new predictions.
-COMBINATION = "mix-by-plain-neutral-v1"
+COMBINATION = "mix-by-plain-neutral-v2-ood-gate-z3-0.046-0.051"
 # Classes the plain head's view of a speaker's baseline counts as "neutral" (the raw classes that
 # fold to canonical neutral).
 NEUTRAL_CLASSES: tuple[str, ...] = ("neutral", "calm", "boredom")
 # A speaker's spread is estimated from <= 12 clips; blend in this many pseudo-clips of the global
 # spread so one flat reference cannot blow a feature up.
 REFERENCE_PRIOR = 4.0
+# Out-of-domain gate of the plain head's verdict on a baseline: the share of features on which the
+# reference mean lies beyond OUTLIER_Z standard deviations of the plain head's training clips. The
+# verdict counts fully up to OUTLIER_TRUSTED, the most any training speaker's call reached (19 of
+# 413 features; studio and telephone, all 34 speakers, docs/MODELS.md "One-emotion callers"), and
+# not at all two features past it (linear between): beyond the training data it is extrapolation.
+OUTLIER_Z = 3.0
+OUTLIER_TRUSTED = 0.046
+OUTLIER_IGNORED = 0.051
 
 
 @dataclass(frozen=True)
@@ -221,18 +231,37 @@ class EmbeddedWeights:
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         return np.hstack([self.heads["plain"].hidden(x).astype(np.float64), x])
 
-    def speaker_weight(self, reference_mean: np.ndarray) -> np.ndarray:
-        """Per row, how far to trust the speaker head: the plain head's probability that the
-        speaker's average voice (the reference mean) is neutral. A caller whose whole call sounds
-        angry gets ~0 (plain head); one whose baseline is calm gets ~1 (speaker head)."""
+    def plain_neutral(self, reference_mean: np.ndarray) -> np.ndarray:
+        """Per row, the plain head's probability that the speaker's average voice (the reference
+        mean) is neutral/calm/bored (the whole rule of mix-by-plain-neutral-v1)."""
         p = self.heads["plain"].predict_proba(np.atleast_2d(reference_mean))
         columns = [i for i, c in enumerate(self.classes) if c in NEUTRAL_CLASSES]
         return np.asarray(p[:, columns].sum(axis=1), dtype=np.float64)
 
+    def plain_trust(self, reference_mean: np.ndarray) -> np.ndarray:
+        """Per row, 1 where the reference mean looks like a training speaker's to the plain head, 0
+        where it is out of domain. A classifier's posterior far outside its training data is an
+        extrapolation: a synthetic voice's baseline sounded 0.96 angry to the plain head, and
+        trusting that made every one of its turns angry."""
+        plain = self.heads["plain"]
+        z = (np.atleast_2d(reference_mean) - plain.mean) / plain.scale
+        outside = np.mean(np.abs(z) > OUTLIER_Z, axis=1)
+        trust = (OUTLIER_IGNORED - outside) / (OUTLIER_IGNORED - OUTLIER_TRUSTED)
+        return np.asarray(np.clip(trust, 0.0, 1.0), dtype=np.float64)
+
+    def speaker_weight(self, reference_mean: np.ndarray) -> np.ndarray:
+        """Per row, how far to trust the speaker head. A caller whose whole call sounds angry to
+        the plain head gets ~0 (plain head); one whose baseline sounds calm gets ~1 (speaker head),
+        and so does one whose baseline is unlike any training speaker's (the plain head's verdict
+        on it means nothing)."""
+        trust = self.plain_trust(reference_mean)
+        return np.asarray(1.0 - trust * (1.0 - self.plain_neutral(reference_mean)), dtype=np.float64)
+
     def combined(self, x: np.ndarray, ref_mean: np.ndarray, ref_std: np.ndarray, ref_n: np.ndarray,
-                 use_residual: bool = True, fixed_weight: float | None = None) -> np.ndarray:
+                 use_residual: bool = True, fixed_weight: float | np.ndarray | None = None) -> np.ndarray:
         """Raw-class probabilities per row. Rows with ref_n == 0 have no reference: plain head.
-        `fixed_weight` replaces the speaker weight (evaluation: 1.0 is the speaker head alone)."""
+        `fixed_weight` (a number, or one per row) replaces the speaker weight (evaluation: 1.0 is the
+        speaker head alone)."""
         x = np.atleast_2d(np.asarray(x, dtype=np.float64))
         ref_n = np.asarray(ref_n, dtype=np.float64).reshape(-1)
         out = self.heads["plain"].predict_proba(x)
@@ -241,7 +270,7 @@ class EmbeddedWeights:
             normalised = speaker_normalise(x[has], ref_mean[has], ref_std[has], ref_n[has], self.global_std)
             speaker = self.heads["speaker"].predict_proba(normalised)
             q = (self.speaker_weight(ref_mean[has]) if fixed_weight is None
-                 else np.full(int(has.sum()), fixed_weight))[:, None]
+                 else np.broadcast_to(np.asarray(fixed_weight, dtype=np.float64), ref_n.shape)[has])[:, None]
             out[has] = q * speaker + (1.0 - q) * out[has]
         if use_residual and self.residual is not None:
             logp = np.log(np.maximum(out, 1e-12)) + self.residual.logits(self.residual_inputs(x))
