@@ -232,3 +232,27 @@ def test_speaker_reference_paths(model) -> None:
     empty = _segment(loud, 16_000, 0.0)
     empty.speaker_reference = model.speaker_reference([], 16_000)
     assert model.predict([empty])[0].scores == pytest.approx(plain.scores, abs=1e-6)
+
+
+def test_plain_verdict_on_a_baseline_counts_only_in_domain(model) -> None:
+    """A baseline like the training speakers' keeps the plain head's neutral probability as the
+    speaker weight; one beyond OUTLIER_Z on more features than any training speaker's call is judged
+    relative to itself (speaker head), whatever the plain head says of it."""
+    weights = model.model
+    plain = weights.heads["plain"]
+    inside = plain.mean.astype(np.float64)[None]
+    assert weights.plain_trust(inside)[0] == 1.0
+    assert weights.speaker_weight(inside)[0] == pytest.approx(weights.plain_neutral(inside)[0])
+    outside = inside.copy()
+    n_far = int(np.ceil(ser_classifier.OUTLIER_IGNORED * weights.n_features)) + 1
+    # Far out on the features that most raise the plain head's "angry": the verdict would be angry.
+    angry = weights.classes.index("angry")
+    push = np.argsort(-plain.predict_proba(inside + np.eye(weights.n_features) * plain.scale * 5)[:, angry])
+    outside[0, push[:n_far]] += 5 * plain.scale[push[:n_far]]
+    assert weights.plain_neutral(outside)[0] < 0.5
+    assert weights.plain_trust(outside)[0] == 0.0 and weights.speaker_weight(outside)[0] == 1.0
+    x = outside + 0.1 * plain.scale
+    zeros = np.zeros_like(outside)
+    mixed = weights.combined(x, outside, zeros, np.array([8.0]))
+    speaker_only = weights.combined(x, outside, zeros, np.array([8.0]), fixed_weight=1.0)
+    assert np.allclose(mixed, speaker_only)

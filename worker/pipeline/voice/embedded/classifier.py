@@ -43,7 +43,7 @@ REFERENCE_PRIOR = 4.0
 # reference mean lies beyond OUTLIER_Z standard deviations of the plain head's training clips. The
 # verdict counts fully up to OUTLIER_TRUSTED, the most any training speaker's call reached (19 of
 # 413 features; studio and telephone, all 34 speakers, docs/MODELS.md "One-emotion callers"), and
-# not at all two features past it (linear between): beyond the training data it is extrapolation.
+# not at all from 22 features on (linear between): beyond the training data it is extrapolation.
 OUTLIER_Z = 3.0
 OUTLIER_TRUSTED = 0.046
 OUTLIER_IGNORED = 0.051
