@@ -26,11 +26,13 @@ from api.schemas import TimelineSegment
 from callpulse.settings import Settings
 from db.models import Alert, Prediction, Segment
 from db.queries.alerts import alert_context
+from db.queries.corrections import get_transcript
 from db.session import transaction
 from worker.jobs import names, outbox
 from worker.notify import events
 from worker.pipeline.media import live_audio
 from worker.pipeline.speech.stream_vad import StreamSegmenter, VadNet, keeps
+from worker.pipeline.text.transcript_index import TranscriptIndex
 from worker.stages import live as live_stage
 
 log = logging.getLogger(__name__)
@@ -135,12 +137,18 @@ class LiveCall:
         await to_thread.run_sync(self._end, disconnected)
 
     def _end(self, disconnected: bool) -> None:
+        from worker.jobs import lease
         from worker.jobs.enqueue import enqueue_rule_work
 
-        closed = self.segmenter.finish()
-        self.writer.close()
-        self._store(closed)
-        followups = live_stage.finish(self.recording_id, self.settings, disconnected)
+        try:
+            closed = self.segmenter.finish()
+            self.writer.close()
+            self._store(closed)
+            followups = live_stage.finish(self.recording_id, self.settings, disconnected)
+        except BaseException:
+            lease.release_for(self.opened.lease_ids, delete=False)  # runs out: the sweep finishes it
+            raise
+        lease.release_for(self.opened.lease_ids, delete=True)
         try:
             enqueue_rule_work(followups.evaluate_rules, followups.completed, followups.failed)
         except Exception:
@@ -197,11 +205,16 @@ class LiveCall:
                 for p in s.scalars(select(Prediction).where(Prediction.segment_id.in_(waiting))
                                    .order_by(Prediction.created_at)):
                     predictions[p.segment_id] = p
+                # Words the infer worker heard in the segments (worker/stages/live_words.py): stored
+                # before their predictions, so a segment ready here has its words too.
+                row = get_transcript(s, self.recording_id)
+                heard = TranscriptIndex.from_rows(row.utterances) if row is not None else None
                 for seg_id in waiting:
                     seg = segments.get(seg_id)
                     if seg is None or (seg.analyzed and seg_id not in predictions):
                         continue
-                    body = TimelineSegment.build(seg, predictions.get(seg_id)).model_dump(mode="json")
+                    words = heard.words(seg.start_s, seg.end_s, seg.channel) if heard else ()
+                    body = TimelineSegment.build(seg, predictions.get(seg_id), words).model_dump(mode="json")
                     out.append({"event": "segment", **body})
                     with self._lock:
                         self.awaiting.pop(seg_id, None)

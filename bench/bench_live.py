@@ -14,7 +14,8 @@ the socket's poll and, for webhooks, the notify queue.
 
 Needs the local Postgres and Redis; creates and drops its own database; Redis db 5.
 
-    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--infer-max-batch 0] [--json out.json]
+    python bench/bench_live.py [--streams 1 8 32] [--stagger-s 3] [--infer-max-batch 0] [--words]
+                               [--json out.json]
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def main() -> int:
     parser.add_argument("--infer-max-batch", type=int, default=0,
                         help="CALLPULSE_INFER_MAX_BATCH for the worker: a task takes other streams' "
                              "waiting segments into its batch (0: one task, one message's segments)")
+    parser.add_argument("--words", action="store_true",
+                        help="words on live segments (CALLPULSE_LIVE_ASR_ENABLED, off by default): each "
+                             "customer turn is transcribed before its inference")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -193,7 +197,8 @@ def main() -> int:
                        "CALLPULSE_MEDIA_DIR": str(work / "media"), "CALLPULSE_DATA_DIR": str(work / "data"),
                        "CALLPULSE_WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",
                        "CALLPULSE_LIVE_MAX_STREAMS_PER_TENANT": "256",
-                       "CALLPULSE_INFER_MAX_BATCH": str(args.infer_max_batch)})
+                       "CALLPULSE_INFER_MAX_BATCH": str(args.infer_max_batch),
+                       "CALLPULSE_LIVE_ASR_ENABLED": "true" if args.words else "false"})
     _admin(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
     _admin(f'CREATE DATABASE "{DB_NAME}"')
     try:

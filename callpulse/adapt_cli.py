@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--labels", type=Path, required=True, metavar="LABELS.csv")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the new model directory")
     p.add_argument("--base", type=Path, metavar="DIR",
-                   help="the embedded model to start from (default: the one shipped in the package)")
+                   help="the model to start from: an embedded model directory (default: the one shipped "
+                   "in the package), or an emotion2vec / emotion2vec+ release directory (config.yaml, "
+                   "model.pt), whose head is adapted on its utterance embedding with the encoder frozen")
     p.set_defaults(func=cmd_adapt)
 
 
@@ -85,6 +87,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     if _refuse_shipped(args.out, "adapt"):
         return 2
+    from training import adapt_emotion2vec
+
+    if adapt_emotion2vec.is_release(args.base):
+        return _adapt_emotion2vec(args)
     try:
         classes = embedded.load_model(weights_path=args.base).classes
         spans = adapt_data.read_csv(args.labels, classes)
@@ -92,6 +98,48 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     except (adapt_data.LabelsError, FileNotFoundError, ValueError) as exc:
         print(f"callpulse adapt: {exc}", file=sys.stderr)
         return 2
+
+
+def _train_tenant_emotion2vec(tenant: str, out: Path, base: Path) -> int:
+    """`callpulse train --tenant NAME --base EMOTION2VEC_DIR`: the tenant's corrections adapt its head."""
+    from training import adapt_data, adapt_emotion2vec
+    from worker.pipeline.voice.funasr import emotion2vec
+
+    try:
+        classes = emotion2vec.read_classes(base) or list(adapt_emotion2vec.RELEASE_CLASSES)
+        spans = tenant_spans(tenant, tuple(c for c in classes if not c.startswith("unuse")))
+        if not spans:
+            raise adapt_data.LabelsError(f"tenant {tenant} has no usable corrections yet "
+                                         "(PUT /v1/segments/{id}/label)")
+        report = adapt_emotion2vec.run(spans, base, out, f"tenant:{tenant}", strict=False, log=_log)
+    except (adapt_data.LabelsError, FileNotFoundError, ValueError) as exc:
+        print(f"callpulse train: {exc}", file=sys.stderr)
+        return 2
+    print(adapt_emotion2vec.describe(report))
+    print(f"wrote {out} (model version {report['version']}, from {report['base_version']}; encoder frozen)")
+    return 0
+
+
+def _adapt_emotion2vec(args: argparse.Namespace) -> int:
+    """--base is an emotion2vec release: its head is adapted on the utterance embedding."""
+    from training import adapt_data, adapt_emotion2vec
+    from worker.pipeline.voice.funasr import emotion2vec
+
+    started = time.time()
+    try:
+        classes = emotion2vec.read_classes(args.base) or list(adapt_emotion2vec.RELEASE_CLASSES)
+        spans = adapt_data.read_csv(args.labels, [c for c in classes if not c.startswith("unuse")])
+        report = adapt_emotion2vec.run(spans, args.base, args.out, f"csv:{args.labels.name}", strict=True,
+                                       log=_log)
+    except (adapt_data.LabelsError, FileNotFoundError, ValueError) as exc:
+        print(f"callpulse adapt: {exc}", file=sys.stderr)
+        return 2
+    print(adapt_emotion2vec.describe(report))
+    print(f"wrote {args.out} (model version {report['version']}, from {report['base_version']}; encoder "
+          f"frozen) in {time.time() - started:.0f} s")
+    print(f"use it: callpulse analyze --backend emotion2vec --model-path {args.out} FILE, or "
+          f"CALLPULSE_MODEL_BACKEND=emotion2vec CALLPULSE_MODEL_PATH={args.out} for the workers")
+    return 0
 
 
 def tenant_spans(tenant: str, classes: tuple[str, ...]) -> list[Any]:
@@ -114,11 +162,14 @@ def tenant_spans(tenant: str, classes: tuple[str, ...]) -> list[Any]:
 
 
 def cmd_train_tenant(tenant: str, out: Path, base: Path | None) -> int:
-    from training import adapt_data
+    from training import adapt_data, adapt_emotion2vec
     from worker.pipeline.voice.embedded import model as embedded
 
     if _refuse_shipped(out, "train"):
         return 2
+    if adapt_emotion2vec.is_release(base):
+        assert base is not None
+        return _train_tenant_emotion2vec(tenant, out, base)
     try:
         spans = tenant_spans(tenant, embedded.load_model(weights_path=base).classes)
         if not spans:

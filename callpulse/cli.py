@@ -191,6 +191,8 @@ TRAIN_TENANT_HELP = """callpulse train: trains the embedded voice model (options
                   the shipped model, seconds to minutes; docs/MODELS.md). Prints a held-out estimate
                   beside the base model's and writes DIR with a new model version: point workers at
                   it with CALLPULSE_MODEL_PATH, then POST /v1/recordings/{id}/rescore re-runs a call.
+                  With --base an emotion2vec release directory, its head is adapted instead, on
+                  the utterance embedding with the encoder frozen (use it with --backend emotion2vec).
   --tenant NAME --out DIR --ship-only --ravdess DIR --emodb DIR
                   maintainers: retrain the shipped recipe on the public corpora plus the corrections
                   (minutes; the corpora must be on disk).

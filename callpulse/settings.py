@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # 128 holds a few sentences of reasoning plus the answer; a cut-off answer is still parsed.
     omni_max_new_tokens: int = 128
 
-    # --- Multimodal evidence and fusion (issue 3) ---
+    # --- Multimodal evidence and fusion ---
     # A prediction whose fused, calibrated confidence is below this is flagged `uncertain` (API,
     # webhooks, dashboard); it is never hidden.
     uncertain_below: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # lease_ttl_s belongs to a dead worker. The TTL covers a few missed heartbeats (a busy database).
     lease_ttl_s: float = Field(default=60.0, gt=0)
     lease_heartbeat_s: float = Field(default=15.0, gt=0)
+    # The media sweep (every media_sweep_interval_s) removes recording folders without a row
+    # (an API killed mid-upload) and decoded caches of final calls (a late duplicate infer task),
+    # once nothing in them has changed for media_grace_s.
+    media_sweep_interval_s: float = Field(default=600.0, gt=0)
+    media_grace_s: float = Field(default=3600.0, gt=0)
     # Messages the broker could not take wait in the outbox; each sweep sends at most this many.
     outbox_batch: int = Field(default=500, ge=1)
     max_attempts: int = 5
@@ -143,7 +148,7 @@ class Settings(BaseSettings):
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).
     default_analyzed_roles: Annotated[list[str], NoDecode] = ["customer"]
 
-    # --- Rules and webhooks (issue 5) ---
+    # --- Rules and webhooks ---
     # The SSRF guard refuses loopback, private, link-local and other non-public webhook targets
     # (checked after DNS resolution, at creation and at every delivery); cloud metadata addresses
     # are refused even when this is on. Turn on only for tests or a trusted internal network.
@@ -155,10 +160,16 @@ class Settings(BaseSettings):
     # the broker's visibility timeout so a delayed retry is never redelivered early.
     webhook_backoff_base_s: float = 5.0
     webhook_backoff_cap_s: float = 900.0
+    # A delivery that gave up during a long receiver outage is tried again once the receiver
+    # answers: the delivery sweep sends one of the endpoint's failed deliveries as a probe every
+    # webhook_probe_interval_s, and once the endpoint answers anything, each failed one gets another
+    # attempt. Only deliveries created in the last webhook_resume_window_s (0: never resume).
+    webhook_resume_window_s: float = Field(default=86400.0, ge=0)
+    webhook_probe_interval_s: float = Field(default=120.0, gt=0)
     # A backtest evaluates at most this many recordings of its time range (newest first).
     backtest_max_recordings: int = 1000
 
-    # --- Supervisor dashboard (issue 6) ---
+    # --- Supervisor dashboard ---
     # Signs the dashboard's session cookie. Empty: a random secret is generated once and kept in
     # data_dir/session-secret (a warning is logged); set it explicitly when several hosts serve
     # the dashboard, and change it to log every supervisor out.
@@ -222,6 +233,11 @@ class Settings(BaseSettings):
     live_stop_wait_s: float = Field(default=120.0, ge=0)
     # How often a stream looks for newly analyzed segments and alerts to push to its client.
     live_poll_s: float = Field(default=0.2, gt=0)
+    # Words on live segments (with asr_enabled): the infer worker transcribes each analyzed segment of
+    # a live call before its inference (worker/stages/live_words.py), so the text model, `words`
+    # rules and the `segment` event have them. Off by default: on a CPU, Whisper costs about 2.7 CPU
+    # seconds per customer turn (docs/BENCHMARKS.md), which live latency cannot afford there.
+    live_asr_enabled: bool = False
 
     @field_validator("default_analyzed_roles", mode="before")
     @classmethod

@@ -21,6 +21,16 @@ EXAMPLE = ROOT / "callpulse" / "examples" / "demo_call.ogg"
 FACE_SAMPLE = ROOT / "tests" / "data" / "face_sample.jpg"  # public-domain photo (tests/data/README)
 
 
+def _answers(app: Celery) -> bool:
+    """A ping over a connection of its own: a pooled one may still point at a broker that has
+    restarted since (the fault tests restart theirs), and a failed ping only means "not yet"."""
+    with app.connection_for_write() as conn:
+        try:
+            return bool(app.control.ping(timeout=1.0, connection=conn))
+        except conn.connection_errors:
+            return False
+
+
 @contextmanager
 def running_worker(
     name: str,
@@ -45,7 +55,7 @@ def running_worker(
         )
     try:
         deadline = time.monotonic() + timeout_s
-        while not ping_app.control.ping(timeout=1.0):
+        while not _answers(ping_app):
             if proc.poll() is not None:
                 raise RuntimeError(f"worker exited: {log_path.read_text(errors='replace')}")
             if time.monotonic() > deadline:

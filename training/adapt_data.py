@@ -116,6 +116,19 @@ def extract(spans: Sequence[LabeledSpan], *, strict: bool = True,
     """Features of every span (rows in order) and the indices of the spans used. With `strict`, a
     span past the end of its file or an undecodable file is refused; otherwise (stored corrections
     whose call has since been deleted) it is skipped and counted."""
+    audio, used = clips(spans, strict=strict, log=log)
+    if not audio:
+        return np.zeros((0, features.N_FEATURES)), []
+    log(f"extracting features of {len(audio)} span(s)")
+    matrix = np.vstack([features.extract_batch(audio[i : i + 32], features.SAMPLE_RATE)
+                        for i in range(0, len(audio), 32)])
+    return matrix, used
+
+
+def clips(spans: Sequence[LabeledSpan], *, strict: bool = True,
+          log: Callable[[str], None] = print) -> tuple[list[np.ndarray], list[int]]:
+    """The audio of every usable span (mono float32 at 16 kHz) and the indices of the spans used;
+    refusals and skips as in `extract`."""
     decoded: dict[Path, DecodedAudio | None] = {}
     audio, used = [], []
     gone = 0
@@ -150,9 +163,4 @@ def extract(spans: Sequence[LabeledSpan], *, strict: bool = True,
         used.append(index)
     if gone:
         log(f"{gone} span(s) skipped: their media is gone or shorter than the span")
-    if not audio:
-        return np.zeros((0, features.N_FEATURES)), []
-    log(f"extracting features of {len(audio)} span(s)")
-    matrix = np.vstack([features.extract_batch(audio[i : i + 32], features.SAMPLE_RATE)
-                        for i in range(0, len(audio), 32)])
-    return matrix, used
+    return audio, used

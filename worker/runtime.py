@@ -84,17 +84,23 @@ def asr_model(settings: Settings) -> asr.AsrModel | whisper_ct2.Ct2Asr | sensevo
     CALLPULSE_ASR_ENGINE=sensevoice reads a SenseVoice-Small release instead.
     A failure (AsrUnavailable) is not remembered: fixing the directory needs no worker restart."""
     path = settings.asr_model_path
-    if settings.asr_engine == "sensevoice" and path is None and settings.model_backend == "sensevoice":
-        path = settings.model_path  # one download serves both: emotion and words
+    shared: Any = None
+    if settings.asr_engine == "sensevoice" and settings.model_backend == "sensevoice" and (
+            path is None or path == settings.model_path):
+        # One download serves both, and one copy in memory: the emotion backend's model also
+        # gives the words (loaded outside _lock, which emotion_model takes itself).
+        path = settings.model_path
+        shared = getattr(emotion_model(settings), "audio", None)  # fusion.MultimodalModel's voice model
     key = (settings.asr_engine, str(path or ""), settings.device, settings.dtype, settings.asr_compute_type,
-           settings.asr_threads)
+           settings.asr_threads, id(shared))
     with _lock:
         if key not in _asr:
             if settings.asr_engine == "sensevoice":
                 if settings.torch_threads > 0:
                     torch.set_num_threads(settings.torch_threads)
                 log.info("loading ASR model %s on %s (SenseVoice)", path, settings.device)
-                _asr[key] = sensevoice_asr.load_model(path, settings.device, settings.dtype)
+                _asr[key] = sensevoice_asr.wrap(shared) if shared is not None else sensevoice_asr.load_model(
+                    path, settings.device, settings.dtype)
             elif path is None or whisper_ct2.is_ct2_dir(path):
                 log.info("loading ASR model %s on %s", path or "(bundled Whisper-base)", settings.device)
                 _asr[key] = whisper_ct2.load_model(path, settings.data_dir, settings.device,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -126,9 +127,24 @@ async def _fail(ws: WebSocket, reason: str, code: int) -> None:
             pass
 
 
+def _open_and_hold(tenant_id: uuid.UUID, spec: live_stage.LiveSpec, settings: Settings) -> live_stage.Opened:
+    """The call's row, then this process's lease on it: if the process dies mid-call, the lease runs
+    out within CALLPULSE_LEASE_TTL_S and the sweep finishes the call, instead of the backstop."""
+    from worker.jobs import lease
+
+    opened = live_stage.open_call(tenant_id, spec, settings)
+    try:
+        lease_ids = lease.claim_for("live", opened.recording_id, lease.api_node())
+    except Exception:
+        log.warning("no lease on live recording %s: if this process dies mid-call, the backstop sweep "
+                    "finishes it", opened.recording_id, exc_info=True)
+        lease_ids = []
+    return dataclasses.replace(opened, lease_ids=tuple(lease_ids))
+
+
 async def _open(tenant_id: uuid.UUID, spec: live_stage.LiveSpec, settings: Settings) -> live_stage.Opened:
     try:
-        return await to_thread.run_sync(live_stage.open_call, tenant_id, spec, settings)
+        return await to_thread.run_sync(_open_and_hold, tenant_id, spec, settings)
     except live_stage.Refused as exc:
         raise StreamError(exc.reason, exc.code) from exc
 

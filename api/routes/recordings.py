@@ -110,15 +110,10 @@ def _client_filename(name: str | None) -> str:
     return "".join(ch for ch in base if ch.isprintable())[:500]
 
 
-def _enqueue_ingest(recording_id: uuid.UUID) -> None:
-    try:
-        # Broker down: the message waits in the outbox and goes out as soon as the broker is back.
-        outbox.send(INGEST_TASK, [str(recording_id)])
-    except Exception:
-        # Broker and database both down: the row is committed in status `received`, and the
-        # backstop sweep re-enqueues it, so the outage delays the analysis but never loses it.
-        log.warning("could not enqueue ingest for recording %s; the sweep will retry", recording_id,
-                    exc_info=True)
+def _enqueue_ingest(recording_id: uuid.UUID, staged: uuid.UUID) -> None:
+    # The message was staged in the outbox with the row: broker down (or this process killed
+    # before it gets here), the next sweep sends it.
+    outbox.send_staged(staged, INGEST_TASK, [str(recording_id)])
 
 
 @router.post(
@@ -170,6 +165,7 @@ def upload_recording(
         ))
         if created and words is not None:
             corrections_q.put_transcript(session, rec.id, *words)
+        staged = outbox.stage(session, INGEST_TASK, [str(rec.id)]) if created else None
         # Commit BEFORE enqueueing: a worker that takes the message at once must find the row.
         session.commit()
     except BaseException:
@@ -180,7 +176,8 @@ def upload_recording(
         # A concurrent upload with the same external_id won; its file is the one that stays.
         audio_store.remove_recording_files(media_root, tenant.id, recording_id)
         return _accepted(rec, response, status.HTTP_200_OK)
-    _enqueue_ingest(rec.id)
+    assert staged is not None
+    _enqueue_ingest(rec.id, staged)
     return _accepted(rec, response, status.HTTP_202_ACCEPTED)
 
 

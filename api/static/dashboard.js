@@ -30,11 +30,11 @@
       }
     });
     const position = document.getElementById("position");
-    const playheads = document.querySelectorAll(".timeline-svg");
     player.addEventListener("timeupdate", () => {
       const t = player.currentTime;
       if (position) position.textContent = Math.floor(t / 60) + ":" + (t % 60).toFixed(1).padStart(4, "0");
-      playheads.forEach((svg) => {
+      // Looked up each time: a live call's charts are replaced as the call grows.
+      document.querySelectorAll(".timeline-svg").forEach((svg) => {
         const duration = parseFloat(svg.dataset.duration);
         const line = svg.querySelector(".playhead");
         if (!line || !(duration > 0)) return;
@@ -47,21 +47,31 @@
   }
 
   // A call still being analyzed: poll its status, reload (keeping #t=) once it is final. While it
-  // grows (a live call, or segments landing), the timeline and the segment list are swapped in
-  // place from a fresh render of this page, so the player keeps playing.
+  // grows (a live call, or segments and alerts landing), the summary, the timeline, the alerts and
+  // the segment list are swapped in place from a fresh render of this page, so the player keeps
+  // playing; a part the supervisor is typing in is left alone until the next change.
   const callStatus = document.getElementById("call-status");
   if (callStatus && callStatus.dataset.statusUrl) {
     let seen = null;
     const grow = async () => {
       const response = await fetch(window.location.pathname, { credentials: "same-origin" });
-      if (!response.ok) return;
+      if (!response.ok) return false;
       const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
-      for (const selector of ["section[aria-labelledby='timeline-h']", "section[aria-labelledby='segments-h']",
-                              "#call-status .progress"]) {
+      let complete = true;
+      for (const selector of ["section.summary", "section[aria-labelledby='timeline-h']", "#alerts",
+                              "section[aria-labelledby='segments-h']", "#call-status .progress"]) {
         const here = document.querySelector(selector);
         const there = fresh.querySelector(selector);
-        if (here && there) here.innerHTML = there.innerHTML; // rendered and escaped by the server
+        if (!there) continue;
+        if (here && here.contains(document.activeElement)) { complete = false; continue; }
+        if (here) here.innerHTML = there.innerHTML; // rendered and escaped by the server
+        else if (selector === "#alerts") { // the call's first alert: its section appears
+          const segments = document.querySelector("section[aria-labelledby='segments-h']");
+          const anchor = segments && segments.closest(".two-col");
+          if (anchor) anchor.before(document.importNode(there, true));
+        }
       }
+      return complete;
     };
     const poll = async () => {
       try {
@@ -70,9 +80,9 @@
           const body = await response.json();
           if (body.final) { window.location.reload(); return; }
           callStatus.querySelector(".status").textContent = body.status;
-          const now = body.segments_done + "/" + body.segments_total;
-          if (seen !== null && now !== seen) await grow();
-          seen = now;
+          const now = body.segments_done + "/" + body.segments_total + "/" + body.alerts;
+          // Seen only once every part took it: a part skipped while in use is swapped next time.
+          if (seen === null || now === seen || await grow()) seen = now;
         }
       } catch (err) { /* a failed poll is retried on the next tick */ }
       window.setTimeout(poll, 1500);

@@ -50,19 +50,22 @@ def end_previous_incarnations(session: Session, node: str, boot: str) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def take_expired(session: Session, now: datetime, limit: int = 500) -> list[uuid.UUID]:
+def take_expired(session: Session, now: datetime, limit: int = 500) -> dict[uuid.UUID, set[str]]:
     """Delete the leases that ran out and return their recordings that no live lease covers (a
-    second worker may hold the same recording, e.g. another infer batch: it finishes the work)."""
+    second worker may hold the same recording, e.g. another infer batch: it finishes the work),
+    each with the stages whose lease ran out."""
     expired = list(session.execute(
-        select(WorkLease.id, WorkLease.recording_id).where(WorkLease.expires_at < now)
+        select(WorkLease.id, WorkLease.recording_id, WorkLease.stage).where(WorkLease.expires_at < now)
         .order_by(WorkLease.expires_at).limit(limit).with_for_update(skip_locked=True)))
     if not expired:
-        return []
-    session.execute(delete(WorkLease).where(WorkLease.id.in_([lease_id for lease_id, _ in expired])))
-    rec_ids = list(dict.fromkeys(rec_id for _, rec_id in expired))
+        return {}
+    session.execute(delete(WorkLease).where(WorkLease.id.in_([lease_id for lease_id, _, _ in expired])))
+    stages: dict[uuid.UUID, set[str]] = {}
+    for _, rec_id, stage in expired:
+        stages.setdefault(rec_id, set()).add(stage)
     live = set(session.scalars(select(WorkLease.recording_id).where(
-        WorkLease.recording_id.in_(rec_ids), WorkLease.expires_at >= now)))
-    return [rec_id for rec_id in rec_ids if rec_id not in live]
+        WorkLease.recording_id.in_(list(stages)), WorkLease.expires_at >= now)))
+    return {rec_id: held for rec_id, held in stages.items() if rec_id not in live}
 
 
 def unleased_unfinished(session: Session, now: datetime, limit: int = 1000) -> list[Recording]:
@@ -77,9 +80,15 @@ def unleased_unfinished(session: Session, now: datetime, limit: int = 1000) -> l
 
 
 def add_message(session: Session, task: str, args: list[Any], countdown_s: float | None,
-                error: str | None) -> None:
-    session.add(OutboxMessage(id=uuid.uuid4(), task=task, args=args, countdown_s=countdown_s,
+                error: str | None) -> uuid.UUID:
+    msg_id = uuid.uuid4()
+    session.add(OutboxMessage(id=msg_id, task=task, args=args, countdown_s=countdown_s,
                               created_at=utcnow(), error=error))
+    return msg_id
+
+
+def delete_message(session: Session, msg_id: uuid.UUID) -> None:
+    session.execute(delete(OutboxMessage).where(OutboxMessage.id == msg_id))
 
 
 def lock_messages(session: Session, limit: int) -> list[OutboxMessage]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from db.models import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint, utcnow
@@ -54,7 +55,7 @@ def add_delivery(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid.UUID,
         message_id=message_id, body=body, status=DeliveryStatus.pending.value, attempts=0,
         next_attempt_at=utcnow(), created_at=utcnow(), updated_at=utcnow(),
     )
-    return session.scalar(stmt.returning(WebhookDelivery.id))
+    return cast(uuid.UUID | None, session.scalar(stmt.returning(WebhookDelivery.id)))
 
 
 def claim_delivery(session: Session, delivery_id: uuid.UUID, lease: timedelta
@@ -140,3 +141,61 @@ def overdue_deliveries(session: Session, due_before: datetime, limit: int = 500)
         .limit(limit)
     )
     return list(session.scalars(stmt))
+
+
+# How the notify stage's attempt log words a policy refusal (private address, bad URL): such a
+# delivery is never resumed, the endpoint has to be changed first.
+REFUSED_PREFIX = "target refused"
+
+
+def resume_failed_deliveries(session: Session, now: datetime, created_after: datetime, probe_before: datetime,
+                             one_attempt: int, max_logged: int, limit: int = 500) -> list[uuid.UUID]:
+    """Failed deliveries worth another attempt now that their receiver may be back: those of
+    enabled endpoints, created after ``created_after``, not refused by policy, with fewer than
+    ``max_logged`` attempts in their log (a receiver that always rejects one event is not asked
+    forever). A delivery is put back as pending for a single attempt (``attempts = one_attempt``):
+    - when its endpoint answered another delivery after this one last failed (the receiver is
+      back), or
+    - as its endpoint's one probe, the delivery that failed longest ago, when nothing of that
+      endpoint is pending and none of its deliveries changed since ``probe_before``.
+    Returns the ids to send."""
+    logged = (select(func.count()).select_from(WebhookAttempt)
+              .where(WebhookAttempt.delivery_id == WebhookDelivery.id).scalar_subquery())
+    failed = list(session.scalars(
+        select(WebhookDelivery)
+        .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
+        .where(WebhookDelivery.status == DeliveryStatus.failed.value,
+               WebhookDelivery.created_at >= created_after,
+               WebhookEndpoint.enabled.is_(True),
+               or_(WebhookDelivery.last_error.is_(None),
+                   ~WebhookDelivery.last_error.startswith(REFUSED_PREFIX)),
+               logged < max_logged)
+        .order_by(WebhookDelivery.updated_at).limit(limit)
+        .with_for_update(of=WebhookDelivery, skip_locked=True)))
+    if not failed:
+        return []
+    endpoints = list({d.endpoint_id for d in failed})
+    answered = dict(session.execute(
+        select(WebhookDelivery.endpoint_id, func.max(WebhookDelivery.delivered_at))
+        .where(WebhookDelivery.endpoint_id.in_(endpoints),
+               WebhookDelivery.status == DeliveryStatus.succeeded.value)
+        .group_by(WebhookDelivery.endpoint_id)).tuples().all())
+    busy = set(session.scalars(select(WebhookDelivery.endpoint_id).where(
+        WebhookDelivery.endpoint_id.in_(endpoints), WebhookDelivery.status == DeliveryStatus.pending.value)))
+    # The probe interval is the endpoint's: any delivery of it that changed since counts.
+    busy |= set(session.scalars(
+        select(WebhookDelivery.endpoint_id).where(WebhookDelivery.endpoint_id.in_(endpoints))
+        .group_by(WebhookDelivery.endpoint_id).having(func.max(WebhookDelivery.updated_at) >= probe_before)))
+    resumed: list[uuid.UUID] = []
+    for delivery in failed:
+        answered_at = answered.get(delivery.endpoint_id)
+        if answered_at is not None and answered_at > delivery.updated_at:
+            pass
+        elif delivery.endpoint_id in busy:
+            continue
+        else:
+            busy.add(delivery.endpoint_id)  # one probe per endpoint and pass
+        delivery.status, delivery.attempts = DeliveryStatus.pending.value, one_attempt
+        delivery.next_attempt_at = delivery.updated_at = now
+        resumed.append(delivery.id)
+    return resumed

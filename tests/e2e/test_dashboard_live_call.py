@@ -1,8 +1,8 @@
 """A live call on the dashboard: it appears in an open calls list as live, its page shows status live
-and its timeline grows while the call streams, without a reload (the player keeps its place); an
-alert it fires arrives in the open feed marked as a live call and links to the call's page while the
-call is still live; once the call is done the page shows it. Real `callpulse api`, real worker,
-headless Chromium, a WebSocket client streaming real speech."""
+and its timeline grows while the call streams, without a reload; an alert it fires arrives in the
+open feed marked as a live call and on the open call page, and links to the call's page while the
+call is still live; once the call is done the page shows it with its audio. Real `callpulse api`,
+real worker, headless Chromium, a WebSocket client streaming real speech."""
 
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def test_live_call_page_grows_without_reload(server: str, celery_worker, browser
         page.goto(f"{server}/dashboard/recordings/{rec_id}")
         assert page.locator("#call-status .status").inner_text() == "live"
         assert _count(page, "ol.segments li.segment") == 0
+        assert "once it has ended" in page.locator("#player-later").inner_text()  # no file to play yet
         page.evaluate("() => { window.sameDocument = true; }")  # gone if the page reloads
 
         stream(ws, call[: 20 * 16000], got, speed=5.0)  # the first 20 s: two turns each side
@@ -78,6 +79,10 @@ def test_live_call_page_grows_without_reload(server: str, celery_worker, browser
         assert "Customer on the line" in item.inner_text()
         expect(item.locator("[data-cell='call-live']")).to_have_text("live call")
         shoot(feed, "alerts-live-call")
+        # The open call page shows the alert too, in place: its section and the summary's count.
+        expect(page.locator("#alerts .alert-item")).to_have_count(1, timeout=15_000)
+        expect(page.locator("section.summary")).to_contain_text("1 (1 not resolved)")
+        assert page.evaluate("() => window.sameDocument === true")
         item.locator("a.alert-link").click()
         feed.wait_for_url(f"{server}/dashboard/recordings/{rec_id}#t=*")
         assert feed.locator("#call-status .status").inner_text() == "live"
@@ -92,6 +97,7 @@ def test_live_call_page_grows_without_reload(server: str, celery_worker, browser
         assert time.monotonic() < deadline, "the call page never showed done"
         time.sleep(0.5)
     assert _count(page, "ol.segments li.segment") == 6  # the example call's six turns
+    assert page.locator("#player").count() == 1 and page.locator("#player-later").count() == 0
     row.and_(calls.locator("[data-final='true']")).wait_for(timeout=30_000)
     assert row.locator("[data-cell='status'] .status").inner_text() == "done"
     context.close()

@@ -196,6 +196,26 @@ UNLABELLED = """() => [...document.querySelectorAll('input:not([type=hidden]), s
   .map((e) => e.name || e.id)"""
 
 
+FOCUS_STEPS = 12
+# Numbers the focused element and says whether the focus is drawn: the stylesheet's outline, or,
+# for a player, the browser's own controls (focus is inside their shadow tree, which draws it).
+MARK_FOCUS = """() => {
+  const e = document.activeElement;
+  window.focusSteps = (window.focusSteps || 0) + 1;
+  e.dataset.focusStep = window.focusSteps;
+  if (e.matches("audio[controls], video[controls]")) return "visible";
+  return e !== document.body && getComputedStyle(e).outlineStyle !== "none" ? "visible" : e.tagName;
+}"""
+FOCUS_IN_DOM_ORDER = """() => {
+  const stops = [...document.querySelectorAll("[data-focus-step]")]
+    .sort((a, b) => Number(a.dataset.focusStep) - Number(b.dataset.focusStep));
+  window.focusSteps = 0;
+  const ordered = stops.every((e, i) => i === 0 || (stops[i - 1].compareDocumentPosition(e) & 4));
+  stops.forEach((e) => delete e.dataset.focusStep);
+  return ordered;
+}"""
+
+
 # WCAG 2 contrast of every visible text against the first opaque background behind it: 4.5:1, or
 # 3:1 for large text (24 px, or 18.7 px bold). Disabled controls are exempt, as WCAG says.
 LOW_CONTRAST = """() => {
@@ -249,6 +269,11 @@ def test_read_only_session_then_revoked_and_pages_accessible(server: str, browse
         assert admin_page.evaluate(LOW_CONTRAST) == [], path
         admin_page.keyboard.press("Tab")
         assert admin_page.evaluate("() => document.activeElement.textContent") == "Skip to content", path
+        # Focus order: the next stops follow the reading (DOM) order, each with a visible outline.
+        for _ in range(FOCUS_STEPS):
+            admin_page.keyboard.press("Tab")
+            assert admin_page.evaluate(MARK_FOCUS) == "visible", path
+        assert admin_page.evaluate(FOCUS_IN_DOM_ORDER), path
         admin_page.set_viewport_size({"width": 800, "height": 1100})
         overflow = admin_page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"{path} is {overflow} px wider than a tablet"

@@ -312,3 +312,37 @@ def test_api_key_in_the_url_never_reaches_the_log(api: Api, make_tenant) -> None
     assert "api_key=***" in log
     for secret in (key, read_key, unknown):
         assert secret not in log
+
+
+def test_twilio_roles_from_parameters_and_bad_media(api: Api, worker: None, make_tenant) -> None:
+    """`inbound_role` / `outbound_role` in customParameters name the channels; a media payload that
+    is not base64 ends the stream with a reason and a close code, and what arrived is kept."""
+    _, key = make_tenant()
+    sid = "MZ00000000000000000000000000000001"
+    silence = base64.b64encode(b"\xff" * 160).decode()  # 20 ms of μ-law silence
+    messages = [json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
+                json.dumps({"event": "start", "streamSid": sid, "start": {
+                    "streamSid": sid, "callSid": "CA9", "tracks": ["inbound", "outbound"],
+                    "customParameters": {"api_key": key, "external_id": "twilio-roles",
+                                         "inbound_role": "Agent", "outbound_role": "customer"},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}})]
+    for chunk in range(50):  # one second of both tracks
+        for track in ("inbound", "outbound"):
+            messages.append(json.dumps({"event": "media", "streamSid": sid, "media": {
+                "track": track, "chunk": str(chunk + 1), "timestamp": str(chunk * 20), "payload": silence}}))
+    messages.append(json.dumps({"event": "media", "streamSid": sid, "media": {
+        "track": "inbound", "chunk": "51", "timestamp": "1000", "payload": "%%% not base64 %%%"}}))
+    got = Received()
+    with connect(f"{api.ws}/v1/live/twilio") as ws:
+        with contextlib.suppress(ConnectionClosed):
+            for message in messages:
+                ws.send(message)
+        read_until_closed(ws, got, timeout=30)
+    assert got.close_code == 1003 and "not base64" in got.of("error")[0]["reason"]
+    listing = httpx.get(f"{api.base}/v1/recordings", params={"external_id": "twilio-roles"},
+                        headers={"X-API-Key": key}).json()["items"]
+    assert len(listing) == 1
+    body = _wait_done(api, key, listing[0]["id"])
+    assert body["channel_roles"] == {"0": "customer", "1": "agent"}  # outbound is channel 0
+    assert body["status"] == "done" and body["disconnected"] is True
+    assert abs(body["duration_s"] - 1.0) < 0.05

@@ -18,6 +18,7 @@ import soundfile
 from callpulse import cli
 from db.models import Recording, Segment, Tenant
 from db.session import transaction
+from tests.funasr_checkpoints import build_emotion2vec
 from tests.rules_fixtures import allow_loopback_targets, auth, client  # noqa: F401
 from training import adapt_data
 from worker.pipeline.voice.embedded import classifier
@@ -184,6 +185,14 @@ def test_train_tenant_adapts_on_stored_corrections(client, make_tenant, tmp_path
     # One call, one speaker: the estimate says its folds could not be grouped.
     assert meta["adaptation"]["held_out"]["split"].startswith("not grouped")
     assert load_model(weights_path=out).version == meta["version"]
+    # With an emotion2vec release as --base, the same corrections adapt its head (encoder frozen).
+    e2v_out = tmp_path / "tenant-e2v"
+    assert cli.main(["train", "--tenant", name, "--out", str(e2v_out),
+                     "--base", str(build_emotion2vec(tmp_path / "emotion2vec_plus_tiny"))]) == 0
+    e2v_report = json.loads((e2v_out / "adaptation.json").read_text())
+    assert e2v_report["source"] == f"tenant:{name}" and e2v_report["encoder"] == "frozen"
+    assert e2v_report["labels"] == {"neutral": 5, "angry": 5}
+    assert load_backend("emotion2vec", e2v_out, "cpu", "auto").version.startswith("tenant-e2v@")
     # The corpora options belong to --ship-only.
     assert cli.main(["train", "--tenant", name, "--out", str(out), "--ravdess", "x"]) == 2
     with pytest.raises(SystemExit, match="no tenant named 'no-such-tenant'"):

@@ -4,6 +4,7 @@ Real Postgres and Redis; the broker outage is a Celery app pointed at a port not
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from datetime import timedelta
@@ -157,7 +158,9 @@ def test_a_retry_that_cannot_be_published_is_kept_not_rejected() -> None:
     down = Celery("down", broker=DEAD_BROKER)
     rec_id = str(uuid.uuid4())
 
-    @down.task(bind=True, name=names.INGEST.name)
+    # Not shared: a shared task would be added to every app finalized later, the real one included,
+    # in place of callpulse.ingest_recording with its time limits.
+    @down.task(bind=True, name=names.INGEST.name, shared=False)
     def ingest_like(self: Any, recording_id: str) -> None:
         retry_unless_exhausted(self, OperationalError("SELECT 1", {}, Exception("db restarting")),
                                names.INGEST)
@@ -173,3 +176,32 @@ def test_a_retry_that_cannot_be_published_is_kept_not_rejected() -> None:
     assert kept.countdown_s is not None and kept.countdown_s > 0
     with transaction() as s:
         s.delete(s.get(OutboxMessage, kept.id))
+
+
+def test_sweeps_stay_quiet_while_the_database_is_down(broker: str, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Beat sends a sweep every interval: with Postgres down that is one WARNING for the outage,
+    not an ERROR with a traceback per tick, and one line once it is back."""
+    from worker.jobs import reconnect
+    from worker.jobs.notify import sweep_deliveries
+
+    monkeypatch.setenv("CALLPULSE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:1/down")
+    get_settings.cache_clear()
+    caplog.set_level(logging.WARNING)
+    try:
+        for _ in range(3):
+            reconnect.sweep_now()
+            sweep_deliveries()  # the task's body, as beat's tick runs it
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    during = [r for r in caplog.records if r.name.startswith("worker.")]
+    for what in ("sweep skipped", "webhook delivery sweep skipped"):
+        assert [r.levelno for r in during if r.getMessage().startswith(what)] == [logging.WARNING], during
+    assert all(r.levelno < logging.ERROR and r.exc_info is None for r in during), during
+    caplog.clear()
+    reconnect.sweep_now()
+    sweep_deliveries()
+    back = [r.getMessage() for r in caplog.records if r.name.startswith("worker.")]
+    assert any(m.startswith("sweep ran again") for m in back), back
+    assert any(m.startswith("webhook delivery sweep ran again") for m in back), back

@@ -34,7 +34,9 @@ def test_engine_setting_picks_sensevoice_and_transcribes(release: Path, tmp_path
     shared = Settings(
         asr_engine="sensevoice", model_backend="sensevoice", model_path=release, data_dir=tmp_path
     )
-    assert runtime.asr_model(shared).version == model.version
+    shared_asr = runtime.asr_model(shared)
+    assert isinstance(shared_asr, SenseVoiceAsr) and shared_asr.version == model.version
+    assert shared_asr.model is runtime.emotion_model(shared).audio  # one copy in memory, not two
 
     audio = decode.decode(EXAMPLE, 16_000)
     speech = [asr.Span(0, 0.5, 6.0), asr.Span(1, 2.0, 9.5), asr.Span(1, 12.0, 14.0)]

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from tests.backend_checkpoints import assert_result_contract, speech_segments
-from tests.funasr_checkpoints import build_emotion2vec
+from tests.funasr_checkpoints import EMOTION2VEC_TOKENS, build_emotion2vec
 from worker.pipeline import labels
 from worker.pipeline.voice.funasr.emotion2vec import Emotion2vecModel, load_model, read_classes
 from worker.pipeline.voice.funasr.release import CheckpointMismatch
@@ -33,8 +33,12 @@ def model(release: Path) -> Emotion2vecModel:
     return loaded
 
 
-def test_release_classes_and_label_map(release: Path) -> None:
+def test_release_classes_and_label_map(release: Path, tmp_path: Path) -> None:
     assert read_classes(release) == RAW_CLASSES
+    # The same classes written in English only, or in Chinese only, read the same.
+    for lines in ([*RAW_CLASSES[:-1], "<unk>"], [t.split("/")[0] for t in EMOTION2VEC_TOKENS]):
+        (tmp_path / "tokens.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        assert read_classes(tmp_path) == RAW_CLASSES
     mapped = {raw: labels.canonical(raw) for raw in RAW_CLASSES}
     assert mapped == {"angry": "angry", "disgusted": "disgust", "fearful": "fear", "happy": "happy",
                       "neutral": "neutral", "other": None, "sad": "sad", "surprised": "surprise",

@@ -104,3 +104,12 @@ def test_readme_distributed_section_is_complete() -> None:
     assert named is None or set(named.group(1).split(",")) == set(QUEUES), worker
     # The TORCH_INDEX note is where a new user reads first: before the first section.
     assert text.index("TORCH_INDEX=") < text.index("## Run it")
+
+
+def test_redis_runs_with_aof_as_the_docs_recommend() -> None:
+    """AOF keeps the queues across a Redis restart; compose, README and DESIGN say the same."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert "--appendonly yes" in (ROOT / "README.md").read_text().split("### Distributed", 1)[1]
+    assert "appendonly yes" in (ROOT / "docs" / "DESIGN.md").read_text()

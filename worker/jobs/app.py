@@ -3,12 +3,16 @@ beside it (worker/jobs/ingest.py, asr.py, infer.py, rules.py, notify.py)."""
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from callpulse.settings import get_settings
 from worker.jobs import names
+
+log = logging.getLogger(__name__)
 
 # Queues and routing come from the one declaration of every task (names.py).
 QUEUES = names.QUEUES
@@ -49,6 +53,11 @@ def make_celery() -> Celery:
             "apply-retention": {
                 "task": names.RETENTION.name,
                 "schedule": settings.retention_interval_s,
+            },
+            # Orphan media folders and decoded caches of final calls (worker/stages/media_sweep.py).
+            "sweep-media": {
+                "task": names.SWEEP_MEDIA.name,
+                "schedule": settings.media_sweep_interval_s,
             },
             # Webhook retries whose delayed message was lost (worker/jobs/notify.py).
             "sweep-overdue-webhook-deliveries": {
@@ -92,7 +101,17 @@ def _warm_up(**_: object) -> None:
     from worker import runtime
 
     if "infer" in _consumes:
-        runtime.emotion_model(get_settings())
+        settings = get_settings()
+        runtime.emotion_model(settings)
+        if settings.asr_enabled and settings.live_asr_enabled:
+            # Live calls' words are heard by the infer worker (worker/stages/live_words.py): a live
+            # call's first turn should not wait for the recogniser to load.
+            from worker.pipeline.speech.asr import AsrUnavailable
+
+            try:
+                runtime.asr_model(settings)
+            except AsrUnavailable as exc:
+                log.error("live calls will have no words: the ASR model did not load (%s)", exc)
     if "ingest" in _consumes:
         runtime.vad_model()
 

@@ -14,7 +14,7 @@ from worker.jobs import lease, names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue
 from worker.jobs.reconnect import sweep_now
-from worker.jobs.retry import give_up_or_retry
+from worker.jobs.retry import give_up_or_retry, run_periodic
 from worker.stages import ingest
 
 
@@ -40,4 +40,12 @@ def apply_retention() -> None:
     # No retry: the next beat tick is the retry, and each batch it finished is already committed.
     from worker.stages.retention import apply_retention as run
 
-    run(get_settings())
+    run_periodic("retention", lambda: run(get_settings()))
+
+
+@app.task(**names.SWEEP_MEDIA.options())
+def sweep_media() -> None:
+    # No retry: the next beat tick is the retry.
+    from worker.stages.media_sweep import sweep_media as run
+
+    run_periodic("media sweep", lambda: run(get_settings()))

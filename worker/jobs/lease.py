@@ -63,6 +63,45 @@ def held(stage: str, recording_ids: Iterable[uuid.UUID], hostname: str | None) -
                         stage, settings.lease_ttl_s)
 
 
+def api_node() -> str:
+    """Who holds an API process's leases (live calls): its own name, never a worker's, so a worker
+    starting on the same host does not end them as its predecessor's; the pid, so each API process
+    on a host is told apart (a restarted one has a new pid: its old leases simply run out)."""
+    import os
+    import socket
+
+    return f"api@{socket.gethostname()}:{os.getpid()}"[:255]
+
+
+def claim_for(stage: str, recording_id: uuid.UUID, node: str) -> list[uuid.UUID]:
+    """Claim a lease outside a task (an API process streaming a live call) and keep renewing it
+    until ``release_for``: when the process dies, the lease runs out and the sweep finishes the
+    call from what reached the disk."""
+    from db.queries import recovery as q
+    from db.session import transaction
+
+    with transaction() as s:
+        lease_ids = q.claim(s, [recording_id], stage, node, BOOT, get_settings().lease_ttl_s)
+    _register(lease_ids)
+    return lease_ids
+
+
+def release_for(lease_ids: Iterable[uuid.UUID], delete: bool) -> None:
+    """Stop renewing; ``delete`` ends the leases now, otherwise they run out (and the sweep takes
+    over the work, e.g. a live call that could not be finished here)."""
+    from db.queries import recovery as q
+    from db.session import transaction
+
+    ids = list(lease_ids)
+    _unregister(ids)
+    if delete and ids:
+        try:
+            with transaction() as s:
+                q.release(s, ids)
+        except Exception:
+            log.warning("could not release %d leases (database unavailable); they run out", len(ids))
+
+
 def _register(lease_ids: list[uuid.UUID]) -> None:
     global _thread, _thread_pid
     import os

@@ -43,6 +43,8 @@ class TaskSpec:
 INGEST = TaskSpec("callpulse.ingest_recording", "ingest", PIPELINE)
 SWEEP = TaskSpec("callpulse.sweep_stuck_recordings", "ingest", None)
 RETENTION = TaskSpec("callpulse.apply_retention", "ingest", None)
+# The ingest worker sees the media volume: orphan folders and leftover decoded caches.
+SWEEP_MEDIA = TaskSpec("callpulse.sweep_media", "ingest", None)
 # The infer worker runs the model, so it is the one that knows which version rescoring targets.
 INFER = TaskSpec("callpulse.infer_segments", "infer", PIPELINE)
 RESCORE = TaskSpec("callpulse.rescore_recording", "infer", PIPELINE)
@@ -55,8 +57,8 @@ PUBLISH = TaskSpec("callpulse.notify.publish_recording_event", "notify", FOLLOW_
 DELIVER = TaskSpec("callpulse.notify.deliver", "notify", FOLLOW_UP)
 SWEEP_DELIVERIES = TaskSpec("callpulse.notify.sweep_deliveries", "notify", None)
 
-TASKS: tuple[TaskSpec, ...] = (INGEST, SWEEP, RETENTION, INFER, RESCORE, RESUME, TRANSCRIBE, EVALUATE,
-                               PUBLISH, DELIVER, SWEEP_DELIVERIES)
+TASKS: tuple[TaskSpec, ...] = (INGEST, SWEEP, RETENTION, SWEEP_MEDIA, INFER, RESCORE, RESUME, TRANSCRIBE,
+                               EVALUATE, PUBLISH, DELIVER, SWEEP_DELIVERIES)
 QUEUES: tuple[str, ...] = ("ingest", "infer", "rules", "notify", "asr")
 # Routing by task name: the broker carries ids only, Postgres holds the truth.
 TASK_ROUTES: dict[str, dict[str, str]] = {t.name: {"queue": t.queue} for t in TASKS}

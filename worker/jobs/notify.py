@@ -12,7 +12,7 @@ from callpulse.settings import get_settings
 from worker.jobs import names
 from worker.jobs.app import app
 from worker.jobs.enqueue import enqueue_deliveries
-from worker.jobs.retry import retry_or_drop
+from worker.jobs.retry import retry_or_drop, run_periodic
 from worker.stages import notify as notify_stages
 
 
@@ -42,4 +42,9 @@ def deliver(self: Task, delivery_id: str) -> None:
 
 @app.task(**names.SWEEP_DELIVERIES.options())
 def sweep_deliveries() -> None:
-    enqueue_deliveries(notify_stages.overdue_deliveries(get_settings()))
+    def body() -> None:
+        settings = get_settings()
+        enqueue_deliveries(notify_stages.overdue_deliveries(settings))
+        enqueue_deliveries(notify_stages.resumable_deliveries(settings))
+
+    run_periodic("webhook delivery sweep", body)

@@ -8,6 +8,7 @@ broker returns, not for a timeout. Free of the pipeline's imports: the API sends
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 from celery import Celery
@@ -40,6 +41,12 @@ def send(task: str, args: list[Any], countdown: float | None = None, app: Celery
         _broker_down = True
         keep(task, args, countdown, exc)
         return False
+    _after_publish(app)
+    return True
+
+
+def _after_publish(app: Celery | None) -> None:
+    global _broker_down
     if _broker_down:
         # This process (the API, say) sees the broker back: sweep now rather than on the next
         # tick, so what it kept in the outbox meanwhile goes out at once.
@@ -48,6 +55,43 @@ def send(task: str, args: list[Any], countdown: float | None = None, app: Celery
             _app(app).send_task(names.SWEEP.name, kwargs={"reconnect": True}, retry_policy=PUBLISH_RETRY)
         except Exception:
             log.debug("could not send the reconnect sweep", exc_info=True)
+
+
+# The error text of a message written before its publish (``stage``): nothing has refused it yet.
+STAGED = "staged before the commit; sent after it"
+
+
+def stage(session: Any, task: str, args: list[Any]) -> uuid.UUID:
+    """Write the message in the caller's transaction, before its commit. Where no lease covers the
+    work (an upload: the API holds none), a process killed between its commit and its publish
+    would otherwise leave a row nothing sends on but the slow backstop; staged, the next sweep
+    sends it. After the commit, ``send_staged`` publishes it and removes the copy."""
+    from db.queries import recovery as q
+
+    return q.add_message(session, task, args, None, STAGED)
+
+
+def send_staged(msg_id: uuid.UUID, task: str, args: list[Any], app: Celery | None = None) -> bool:
+    """Publish a staged message now and remove its outbox copy; when the broker refuses, the copy
+    stays for the sweep. A sweep that sends the copy first only adds a duplicate message, which the
+    idempotent stages absorb. True when published."""
+    from db.queries import recovery as q
+    from db.session import transaction
+
+    global _broker_down
+    try:
+        _app(app).send_task(task, args=args, retry_policy=PUBLISH_RETRY)
+    except Exception:
+        _broker_down = True
+        log.warning("broker unavailable: %s%s kept in the outbox until it is back", task, args)
+        return False
+    try:
+        with transaction() as s:
+            q.delete_message(s, msg_id)
+    except Exception:
+        log.warning("could not remove the outbox copy of %s%s; a sweep sends it again (harmless)", task,
+                    args)
+    _after_publish(app)
     return True
 
 

@@ -59,6 +59,29 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, TRANSIENT) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
+# Periodic tasks of this process that found the database or broker down (one warning per outage).
+_periodic_down: set[str] = set()
+
+
+def run_periodic(name: str, body: Callable[[], object]) -> None:
+    """The body of a beat task (delivery sweep, media sweep, retention). Its next tick is its retry,
+    so a database or broker outage is one WARNING line per outage, not an ERROR with a traceback
+    every interval; anything else still fails the task."""
+    try:
+        body()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        if name not in _periodic_down:
+            log.warning("%s skipped: database or broker unavailable (%s); retrying every tick quietly",
+                        name, type(exc).__name__)
+        _periodic_down.add(name)
+        return
+    if name in _periodic_down:
+        _periodic_down.discard(name)
+        log.warning("%s ran again: the database and broker are back", name)
+
+
 def retry_unless_exhausted(task: Task, exc: Exception, spec: TaskSpec) -> None:
     """Raise Celery's retry while the task's policy allows another attempt; return when the task
     should give up."""

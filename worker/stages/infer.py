@@ -20,7 +20,7 @@ from worker import runtime
 from worker.pipeline.contracts import EmotionModel, EmotionResult, SegmentInput
 from worker.pipeline.fusion import ComponentUnavailable
 from worker.pipeline.media import audio_store
-from worker.stages import inference_inputs
+from worker.stages import inference_inputs, live_words
 from worker.stages.lifecycle import (
     Followups,
     batches,
@@ -36,6 +36,8 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     """Run the emotion model on the segments still lacking its prediction; finish recordings."""
     model = model or runtime.emotion_model(settings)
     _wait_for_a_fuller_batch(segment_ids, settings, model)
+    # A live call has no transcript before its end: its segments get their words here first.
+    live_words.transcribe_live_segments(segment_ids, settings)
     with transaction() as s:
         segments = q.pending_segments(s, segment_ids, model.name, model.version)
         if not segments:

@@ -60,6 +60,8 @@ class Opened:
     roles: list[str]  # role per channel
     analyzed_roles: list[str]
     analyze_unknown: bool
+    # The API process's lease on the call (worker/jobs/lease.py): renewed while it streams.
+    lease_ids: tuple[uuid.UUID, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def deliver(delivery_id: uuid.UUID, settings: Settings) -> float | None:
     except notify.TargetRefused as exc:
         # A policy refusal (private or metadata address, bad URL) stays true: give up at once.
         refused = True
-        result = notify.AttemptResult(False, None, f"target refused: {exc}", "", 0.0)
+        result = notify.AttemptResult(False, None, f"{webhooks_q.REFUSED_PREFIX}: {exc}", "", 0.0)
 
     with transaction() as s:
         row = webhooks_q.record_attempt(s, delivery_id, started_at, result.duration_ms, result.status_code,
@@ -87,3 +87,19 @@ def overdue_deliveries(settings: Settings) -> list[uuid.UUID]:
     grace = timedelta(seconds=max(60.0, settings.webhook_backoff_base_s))
     with transaction() as s:
         return webhooks_q.overdue_deliveries(s, utcnow() - grace)
+
+
+def resumable_deliveries(settings: Settings) -> list[uuid.UUID]:
+    """Deliveries that gave up during a receiver outage, tried again once it answers (one attempt
+    each, and one probe per endpoint every webhook_probe_interval_s while it does not), for
+    deliveries of the last webhook_resume_window_s: a long outage does not leave events undelivered
+    until someone redelivers them by hand."""
+    if settings.webhook_resume_window_s <= 0:
+        return []
+    now = utcnow()
+    with transaction() as s:
+        return webhooks_q.resume_failed_deliveries(
+            s, now, now - timedelta(seconds=settings.webhook_resume_window_s),
+            now - timedelta(seconds=settings.webhook_probe_interval_s),
+            one_attempt=max(settings.webhook_max_attempts - 1, 0),
+            max_logged=2 * settings.webhook_max_attempts)

@@ -9,9 +9,9 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, utcnow
@@ -45,10 +45,17 @@ def sweep(settings: Settings, broker_lost: bool = False) -> Followups:
         dead = recovery_q.take_expired(s, now)
         seen: set[uuid.UUID] = set()
         if dead:
-            rows = s.scalars(select(Recording).where(Recording.id.in_(dead))
+            rows = s.scalars(select(Recording).where(Recording.id.in_(list(dead)))
                              .with_for_update(skip_locked=True))
             for rec in rows:
                 seen.add(rec.id)
+                if rec.status == RecordingStatus.live.value:
+                    # Only the streaming API process's own lease says the call lost its socket
+                    # handler; an infer worker that died on one of its segments does not.
+                    if "live" in dead[rec.id]:
+                        per_reason["live call's API process died"] += 1
+                        abandoned.append(rec.id)
+                    continue
                 if _redrive(s, rec, settings, followups):
                     per_reason[f"worker died ({rec.status})"] += 1
         if broker_lost:
@@ -79,12 +86,16 @@ def sweep(settings: Settings, broker_lost: bool = False) -> Followups:
         ended = live_stage.finish(rec_id, settings, disconnected=True)
         followups.completed += ended.completed
         followups.failed += ended.failed
+        if rec_id not in ended.completed and rec_id not in ended.failed:
+            # Segments whose infer message died with the API process (committed, never sent):
+            # the infer worker sends on what its model version still lacks, or completes the call.
+            followups.resume.append(rec_id)
     if per_reason:
         log.warning("sweep re-enqueued recordings: %s", dict(per_reason))
     return followups
 
 
-def _redrive(s: Any, rec: Recording, settings: Settings, followups: Followups) -> bool:
+def _redrive(s: Session, rec: Recording, settings: Settings, followups: Followups) -> bool:
     """Send a recording on from where its row says it is. False when there was nothing to do."""
     if RecordingStatus(rec.status).is_final:
         if rec.final_event_at is not None:

@@ -92,6 +92,11 @@ class SenseVoiceAsr:
         return out
 
 
+def wrap(model: Any) -> SenseVoiceAsr:
+    """The emotion backend's already loaded SenseVoice model as the recogniser (no second copy)."""
+    return SenseVoiceAsr(model=model, version=f"{ENGINE}:{model.version}")
+
+
 def load_model(model_path: Path | None, device: str = "cpu", dtype: str = "auto") -> SenseVoiceAsr:
     """A SenseVoice-Small release directory as the recogniser; any problem is AsrUnavailable (the
     call is then analyzed without words, with the reason logged)."""
@@ -106,4 +111,4 @@ def load_model(model_path: Path | None, device: str = "cpu", dtype: str = "auto"
         model = sensevoice.load_model(model_path, device, dtype, warm=False)
     except (FileNotFoundError, CheckpointMismatch, ValueError) as exc:
         raise AsrUnavailable(f"{model_path} is not a usable SenseVoice-Small release: {exc}") from exc
-    return SenseVoiceAsr(model=model, version=f"{ENGINE}:{model.version}")
+    return wrap(model)

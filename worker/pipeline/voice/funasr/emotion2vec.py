@@ -38,9 +38,14 @@ DEFAULT_MAX_BATCH = 16
 PRETRAINING_ONLY = ("modality_encoders.AUDIO.decoder.",)
 
 
+# The release's Chinese class names, for a tokens.txt that carries only those.
+CHINESE = {"生气": "angry", "厌恶": "disgusted", "恐惧": "fearful", "开心": "happy", "中立": "neutral",
+           "其他": "other", "难过": "sad", "吃惊": "surprised"}
+
+
 def read_classes(path: Path) -> list[str] | None:
-    """The head's classes from tokens.txt, in output order ("生气/angry" → "angry", "<unk>" →
-    "unknown"); None when the release has no head."""
+    """The head's classes from tokens.txt, in output order ("生气/angry" → "angry", "生气" →
+    "angry", "<unk>" → "unknown"); None when the release has no head."""
     file = path / TOKENS
     if not file.is_file():
         return None
@@ -50,6 +55,7 @@ def read_classes(path: Path) -> list[str] | None:
         if not token:
             continue
         token = token.split("/")[-1].strip()
+        token = CHINESE.get(token, token)
         classes.append("unknown" if token in ("<unk>", "unk") else token.lower())
     return classes
 
