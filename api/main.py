@@ -167,7 +167,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(alerts.router)
     app.include_router(webhooks.router)
     app.include_router(keys.router)
-    # Supervisor dashboard and analytics (issue 6).
+    # Supervisor dashboard and analytics.
     app.include_router(analytics.router)
     app.include_router(dashboard.router)
     app.include_router(dashboard_alerts.router)

@@ -21,7 +21,7 @@ import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from anyio import to_thread
 from fastapi import HTTPException, status
@@ -101,7 +101,7 @@ def run_bounded(fn: Callable[..., T], *args: Any) -> T:
         slots.release()
     if outcome != "ok":
         raise RuntimeError(f"parser process failed: {value}")
-    return value
+    return cast(T, value)
 
 
 async def run_bounded_async(fn: Callable[..., T], *args: Any) -> T:

@@ -1,4 +1,4 @@
-"""Bodies of the transcript, correction and rescore endpoints (issue 3)."""
+"""Bodies of the transcript, correction and rescore endpoints."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException, UploadFile, status
 
@@ -32,7 +32,7 @@ def read_transcript(upload: UploadFile, where: tuple[str, ...], duration_s: floa
         transcript_rows_result, *args)
     if not ok:
         raise validation_error(where, value)
-    return value
+    return cast(tuple[str, list[dict[str, Any]]], value)
 
 
 def transcript_rows_result(*args: Any) -> tuple[bool, Any]:

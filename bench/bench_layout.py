@@ -1,16 +1,20 @@
 """What the layout costs the API and the install, for two checkouts side by side in one run:
-`api.main` import time (fresh interpreters, median), which worker modules and whether torch the API
-process imports, and the runtime wheel's size and core dependencies (Requires-Dist without extras).
+`api.main` import time (fresh interpreters, median; wall and CPU seconds, CPU being the figure that
+holds on a loaded machine), which worker modules and whether torch the API process imports, and the
+runtime wheel's size and core dependencies (Requires-Dist without extras).
 
     python bench/bench_layout.py BEFORE_DIR AFTER_DIR [--runs 7]
 
 Each checkout is imported from its own directory (it comes first on sys.path), with this venv's
-packages. Runs alternate between the two so machine load affects both alike."""
+packages. Runs alternate between the two so machine load affects both alike. The wheel is built from
+a copy of each checkout, so neither gets a build/ or .egg-info directory."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -19,9 +23,13 @@ import time
 import zipfile
 from pathlib import Path
 
-PROBE = ("import json, sys, time; t = time.perf_counter(); import api.main; "
-         "print(json.dumps({'s': time.perf_counter() - t, 'torch': 'torch' in sys.modules, "
+PROBE = ("import json, sys, time; t = time.perf_counter(); c = time.process_time(); import api.main; "
+         "print(json.dumps({'s': time.perf_counter() - t, 'cpu_s': time.process_time() - c, "
+         "'torch': 'torch' in sys.modules, "
          "'worker': sorted(m for m in sys.modules if m.startswith('worker'))}))")
+# Not part of the package: left out of the copy the wheel is built from.
+SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "test-artifacts", "__pycache__",
+                              ".mypy_cache", ".ruff_cache", ".pytest_cache")
 
 
 def _import(checkout: Path) -> dict:
@@ -31,10 +39,12 @@ def _import(checkout: Path) -> dict:
 
 
 def _wheel(checkout: Path) -> dict:
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        shutil.copytree(checkout, src, ignore=SKIP)
         subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", out, str(checkout)], check=True, capture_output=True, timeout=900)
-        wheel = next(Path(out).glob("*.whl"))
+                        "-w", str(out), str(src)], check=True, capture_output=True, timeout=900)
+        wheel = next(out.glob("*.whl"))
         with zipfile.ZipFile(wheel) as z:
             meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
             lines = z.read(meta).decode().splitlines()
@@ -51,6 +61,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     times: dict[str, list[float]] = {"before": [], "after": []}
+    cpu: dict[str, list[float]] = {"before": [], "after": []}
     last: dict[str, dict] = {}
     _import(args.before), _import(args.after)  # warm the file cache for both
     started = time.time()
@@ -58,18 +69,21 @@ def main() -> None:
         for name, checkout in (("before", args.before), ("after", args.after)):
             last[name] = _import(checkout)
             times[name].append(last[name]["s"])
+            cpu[name].append(last[name]["cpu_s"])
     report = {}
     for name, checkout in (("before", args.before), ("after", args.after)):
         wheel = _wheel(checkout)
         report[name] = {
             "api_import_s_median": round(statistics.median(times[name]), 3),
             "api_import_s_all": [round(t, 3) for t in times[name]],
+            "api_import_cpu_s_median": round(statistics.median(cpu[name]), 3),
             "api_imports_torch": last[name]["torch"],
             "api_worker_modules": len(last[name]["worker"]),
             "api_worker_module_names": last[name]["worker"],
             **wheel,
         }
     report["measured_in_s"] = round(time.time() - started, 1)
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, indent=2))
 
 

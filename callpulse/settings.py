@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # 128 holds a few sentences of reasoning plus the answer; a cut-off answer is still parsed.
     omni_max_new_tokens: int = 128
 
-    # --- Multimodal evidence and fusion (issue 3) ---
+    # --- Multimodal evidence and fusion ---
     # A prediction whose fused, calibrated confidence is below this is flagged `uncertain` (API,
     # webhooks, dashboard); it is never hidden.
     uncertain_below: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -148,7 +148,7 @@ class Settings(BaseSettings):
     # Comma list or JSON list in the environment (NoDecode: the validator below splits it).
     default_analyzed_roles: Annotated[list[str], NoDecode] = ["customer"]
 
-    # --- Rules and webhooks (issue 5) ---
+    # --- Rules and webhooks ---
     # The SSRF guard refuses loopback, private, link-local and other non-public webhook targets
     # (checked after DNS resolution, at creation and at every delivery); cloud metadata addresses
     # are refused even when this is on. Turn on only for tests or a trusted internal network.
@@ -169,7 +169,7 @@ class Settings(BaseSettings):
     # A backtest evaluates at most this many recordings of its time range (newest first).
     backtest_max_recordings: int = 1000
 
-    # --- Supervisor dashboard (issue 6) ---
+    # --- Supervisor dashboard ---
     # Signs the dashboard's session cookie. Empty: a random secret is generated once and kept in
     # data_dir/session-secret (a warning is logged); set it explicitly when several hosts serve
     # the dashboard, and change it to log every supervisor out.

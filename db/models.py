@@ -270,7 +270,7 @@ class Transcript(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
-# --- Escalation rules, alerts and webhooks (issue 5) ---------------------------------------------
+# --- Escalation rules, alerts and webhooks ---------------------------------------------
 
 
 class AlertState(enum.StrEnum):
@@ -412,7 +412,7 @@ class WebhookAttempt(Base):
     response_excerpt: Mapped[str] = mapped_column(Text, default="")
 
 
-# --- Dashboard and analytics indexes (issue 6; migration 0003) -----------------------------------
+# --- Dashboard and analytics indexes (migration 0003) -----------------------------------
 
 # The newest prediction of a segment (what timelines and aggregates read) is found by an
 # index-only probe instead of a sort or a hash anti-join over every prediction.

@@ -11,9 +11,14 @@ the rules all compute the same numbers."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the API imports this module; the database layer is loaded only where used
+    from sqlalchemy.orm import Session
+
+    from db.models import Prediction, Recording, Segment
 
 # Quiet stretches longer than this are "non-talk time" (shorter ones are the rhythm of speech).
 SILENCE_OVER_S = 2.0
@@ -175,7 +180,8 @@ def sentiment(turns: Sequence[Turn], duration: float) -> dict[str, Any]:
     return {"role": SENTIMENT_ROLE, "overall": _score(mine), "by_quarter": quarters, "trend": trend}
 
 
-def turns_from_rows(rows: Sequence[tuple[Any, Any]], words_of: Any = None) -> list[Turn]:
+def turns_from_rows(rows: Sequence[tuple[Segment, Prediction | None]],
+                    words_of: Callable[[Segment], int | None] | None = None) -> list[Turn]:
     """Turns from (Segment, newest Prediction | None) rows; ``words_of(segment)`` counts a
     segment's transcript words, or is None when the call has no transcript."""
     out = []
@@ -195,18 +201,20 @@ def _num(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def measure_recording(session: Any, rec: Any) -> dict[str, Any]:
+def measure_recording(session: Session, rec: Recording) -> dict[str, Any]:
     """The measures of a stored recording, from its timeline rows and transcript."""
     from db.queries import corrections, recordings
     from worker.pipeline.text.transcript_index import TranscriptIndex
 
     rows = recordings.timeline(session, rec.id)
     transcript = corrections.get_transcript(session, rec.id)
-    words_of = None
+    words_of: Callable[[Segment], int | None] | None = None
     if transcript is not None:
         index = TranscriptIndex.from_rows(transcript.utterances)
 
-        def words_of(seg: Any) -> int:
+        def count(seg: Segment) -> int | None:
             return len(index.words(seg.start_s, seg.end_s, seg.channel))
+
+        words_of = count
 
     return measure(turns_from_rows(rows, words_of), rec.duration_s)

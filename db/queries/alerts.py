@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from db.queries.upsert import insert_ignore
 def insert_alert(session: Session, values: dict[str, Any]) -> uuid.UUID | None:
     """The new alert's id, or None when this (rule, recording, window) episode already has one."""
     stmt = insert_ignore(session, Alert, ["rule_id", "recording_id", "window_key"])
-    return session.scalar(stmt.values(**values).returning(Alert.id))
+    return cast(uuid.UUID | None, session.scalar(stmt.values(**values).returning(Alert.id)))
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ def is_newest_prediction() -> ColumnElement[bool]:
 def metadata_text(key: str) -> ColumnElement[str]:
     """``metadata ->> key`` on Postgres (the expression ix_recording_tenant_agent/queue index),
     json_extract on SQLite."""
-    return Recording.meta[key].as_string()
+    value: ColumnElement[str] = Recording.meta[key].as_string()
+    return value
 
 
 def group_key(session: Session, group_by: GroupBy) -> ColumnElement[Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import ColumnElement, func, literal, select
 from sqlalchemy.orm import Session
@@ -34,7 +34,7 @@ class ConversationGroup:
 
 
 def _number(*path: str) -> ColumnElement[Any]:
-    return Recording.conversation[path].as_float()
+    return cast(ColumnElement[Any], Recording.conversation[path].as_float())
 
 
 def conversation_summary(session: Session, tenant_id: uuid.UUID, group_by: GroupBy | None, start: datetime,

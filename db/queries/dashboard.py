@@ -149,7 +149,7 @@ class AlertRow:
     call_live: bool = False  # the call is still streaming: a supervisor can still act on it
 
 
-def _alert_rows(session: Session, stmt_where: list, limit: int) -> list[AlertRow]:
+def _alert_rows(session: Session, stmt_where: list[ColumnElement[bool]], limit: int) -> list[AlertRow]:
     stmt = (
         select(Alert, Rule.name, Recording.external_id, Recording.filename, Recording.status)
         .join(Rule, Rule.id == Alert.rule_id)

@@ -3,7 +3,7 @@ different SQLAlchemy constructs. Concurrent writers of one key then never meet a
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -26,4 +26,5 @@ def upsert(session: Session, model: type[T], keys: list[str], values: dict[str, 
     the `update` columns; returns the row as stored."""
     stmt = _insert(session, model).values(**values)
     stmt = stmt.on_conflict_do_update(index_elements=keys, set_={c: stmt.excluded[c] for c in update})
-    return session.scalars(stmt.returning(model), execution_options={"populate_existing": True}).one()
+    row = session.scalars(stmt.returning(model), execution_options={"populate_existing": True}).one()
+    return cast(T, row)

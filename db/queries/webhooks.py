@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import cast
 
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
@@ -54,7 +55,7 @@ def add_delivery(session: Session, tenant_id: uuid.UUID, endpoint_id: uuid.UUID,
         message_id=message_id, body=body, status=DeliveryStatus.pending.value, attempts=0,
         next_attempt_at=utcnow(), created_at=utcnow(), updated_at=utcnow(),
     )
-    return session.scalar(stmt.returning(WebhookDelivery.id))
+    return cast(uuid.UUID | None, session.scalar(stmt.returning(WebhookDelivery.id)))
 
 
 def claim_delivery(session: Session, delivery_id: uuid.UUID, lease: timedelta

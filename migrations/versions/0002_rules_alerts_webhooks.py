@@ -1,4 +1,4 @@
-"""rules, rule versions, alerts, webhook endpoints, deliveries and attempts (issue 5)
+"""rules, rule versions, alerts, webhook endpoints, deliveries and attempts
 
 Revision ID: 0002
 Revises: 0001

@@ -1,4 +1,4 @@
-"""indexes for the dashboard and /v1/analytics (issue 6)
+"""indexes for the dashboard and /v1/analytics
 
 Revision ID: 0003
 Revises: 0002

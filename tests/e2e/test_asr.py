@@ -1,4 +1,4 @@
-"""Our own ASR (issue 4): a tiny random Whisper checkpoint of the real architecture (tests/asr_checkpoint.py)
+"""Our own ASR: a tiny random Whisper checkpoint of the real architecture (tests/asr_checkpoint.py)
 loaded through the production path. Random weights speak gibberish, so these tests check structure:
 words exist, their times are monotonic, inside the audio and on the right channel, the rows obey the
 rules an uploaded transcript must obey; the stage's ordering, idempotence and failure handling; and

@@ -7,7 +7,7 @@ import logging
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
-from kombu import Exchange, Queue
+from kombu.entity import Exchange, Queue
 
 from callpulse.settings import get_settings
 from worker.jobs import names

@@ -101,7 +101,7 @@ def _on_connect(app: Celery, hostname: str) -> None:
         log.warning("could not send the reconnect sweep; beat sends the next one")
 
 
-class SweepOnConnect(bootsteps.StartStopStep):
+class SweepOnConnect(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery ships no types
     """A consumer step: Celery starts the consumer's steps again after every broker reconnect."""
 
     requires = frozenset({"celery.worker.consumer.tasks:Tasks"})

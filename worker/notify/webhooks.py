@@ -18,6 +18,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 
@@ -85,7 +86,7 @@ def retry_delay(attempt: int, base_s: float, cap_s: float) -> float:
     """Exponential backoff after the ``attempt``-th failure, capped, with up to 10 % jitter so a
     receiver coming back is not hit by every delayed retry at the same instant."""
     delay = min(cap_s, base_s * 2 ** max(0, attempt - 1))
-    return delay * (1 + random.random() * 0.1)
+    return cast(float, delay * (1 + random.random() * 0.1))
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,7 @@ class _NoAliasLoader(yaml.SafeLoader):
     A rule never needs them: refuse them before anything is built."""
 
     def compose_node(self, parent: Any, index: Any) -> Any:
-        event = self.peek_event()
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # unannotated in types-PyYAML
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise RuleError([((), f"{ALIASES_REFUSED} (line {event.start_mark.line + 1})")])
         return super().compose_node(parent, index)

@@ -9,7 +9,8 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus
@@ -62,7 +63,7 @@ def fail_recording(recording_id: uuid.UUID, reason: str, settings: Settings) -> 
     return Followups(failed=[recording_id])
 
 
-def resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
+def resume_inference(s: Session, rec: Recording, settings: Settings) -> Followups:
     """A segmented recording's next step, decided without the emotion model: every analyzable
     segment goes to inference (the infer task skips those its own model version already scored),
     or to ASR first; with nothing analyzable the call is done at once."""
@@ -76,7 +77,7 @@ def resume_inference(s: Any, rec: Recording, settings: Settings) -> Followups:
     return Followups(infer_batches=batches(analyzable, settings.infer_batch_size))
 
 
-def waits_for_asr(s: Any, rec: Recording, settings: Settings) -> bool:
+def waits_for_asr(s: Session, rec: Recording, settings: Settings) -> bool:
     """Words before emotion: with our own ASR on, a call the client sent no transcript for is
     transcribed before its first inference (status still segmented); once inference has begun,
     the words would come too late for it."""
@@ -84,7 +85,7 @@ def waits_for_asr(s: Any, rec: Recording, settings: Settings) -> bool:
             and get_transcript(s, rec.id) is None)
 
 
-def complete(s: Any, rec: Recording, settings: Settings, followups: Followups) -> Path:
+def complete(s: Session, rec: Recording, settings: Settings, followups: Followups) -> Path:
     """The one way a recording becomes done: with its analytics rollup in the same transaction and
     its completion follow-up. Returns the decoded cache, to drop once nothing reads it."""
     q.set_status(rec, RecordingStatus.done)

@@ -9,9 +9,9 @@ import logging
 import uuid
 from collections import defaultdict
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from callpulse.settings import Settings
 from db.models import Recording, RecordingStatus, utcnow
@@ -95,7 +95,7 @@ def sweep(settings: Settings, broker_lost: bool = False) -> Followups:
     return followups
 
 
-def _redrive(s: Any, rec: Recording, settings: Settings, followups: Followups) -> bool:
+def _redrive(s: Session, rec: Recording, settings: Settings, followups: Followups) -> bool:
     """Send a recording on from where its row says it is. False when there was nothing to do."""
     if RecordingStatus(rec.status).is_final:
         if rec.final_event_at is not None:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -166,7 +167,7 @@ class FaceNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return cast(torch.Tensor, self.head(self.features(x)))
 
 
 def standardize(faces: np.ndarray) -> np.ndarray:
@@ -178,7 +179,7 @@ def standardize(faces: np.ndarray) -> np.ndarray:
     x = faces[:, off:off + CROP_SIZE, off:off + CROP_SIZE].astype(np.float32)
     mean = x.mean(axis=(1, 2), keepdims=True)
     std = x.std(axis=(1, 2), keepdims=True)
-    return ((x - mean) / np.maximum(std, 1.0))[:, None]
+    return cast(np.ndarray, ((x - mean) / np.maximum(std, 1.0))[:, None])
 
 
 def tta_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -186,7 +187,7 @@ def tta_logits(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     n = x.shape[0]
     both = torch.cat([x, torch.flip(x, dims=[3])]).contiguous(memory_format=torch.channels_last)
     out = net(both)
-    return (out[:n] + out[n:]) / 2
+    return cast(torch.Tensor, (out[:n] + out[n:]) / 2)
 
 
 def fer_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -274,7 +275,7 @@ class FaceExpressionModel:
         x = torch.from_numpy(standardize(faces)).to(self.device)
         logits = tta_logits(self.net, x) / self.temperature
         probs = torch.softmax(logits.double(), dim=1).cpu().numpy()
-        return probs / probs.sum(axis=1, keepdims=True)
+        return cast(np.ndarray, probs / probs.sum(axis=1, keepdims=True))
 
 
 def load_model(device: str = "cpu", weights_path: Path | None = None) -> FaceExpressionModel:

@@ -19,7 +19,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -295,7 +295,7 @@ def _token_starts(weights: np.ndarray) -> np.ndarray:
     norm = median_filter(norm, size=(1, 1, MEDIAN_WIDTH), mode="nearest")
     rows, cols = _dtw(-norm.mean(axis=0))
     first = np.concatenate([[True], np.diff(rows) > 0])
-    return cols[first].astype(np.float64) / FRAMES_PER_S
+    return cast(np.ndarray, cols[first].astype(np.float64) / FRAMES_PER_S)
 
 
 def _dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

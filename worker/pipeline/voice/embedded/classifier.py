@@ -21,7 +21,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,21 +63,21 @@ class SoftmaxClassifier:
             hidden = hidden @ w + b
             if index < len(self.weights) - 1:
                 hidden = np.maximum(hidden, 0.0)
-        return hidden
+        return cast(np.ndarray, hidden)
 
     def predict_proba(self, features: np.ndarray, temperature: float | None = None) -> np.ndarray:
         t = self.temperature if temperature is None else temperature
         logits = self.logits(features).astype(np.float64) / max(t, 1e-3)
         logits -= logits.max(axis=1, keepdims=True)
         exp = np.exp(logits)
-        return exp / exp.sum(axis=1, keepdims=True)
+        return cast(np.ndarray, exp / exp.sum(axis=1, keepdims=True))
 
     def hidden(self, features: np.ndarray) -> np.ndarray:
         """The last hidden layer's activations (the standardised input for a linear head)."""
         hidden = (np.atleast_2d(features).astype(np.float32) - self.mean) / self.scale
         for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
             hidden = np.maximum(hidden @ w + b, 0.0)
-        return hidden
+        return cast(np.ndarray, hidden)
 
     def with_temperature(self, temperature: float) -> SoftmaxClassifier:
         return SoftmaxClassifier(self.classes, self.mean, self.scale, self.weights, self.biases, temperature)
@@ -147,7 +147,7 @@ def speaker_normalise(
     n_col = np.reshape(np.asarray(n, dtype=np.float64), (-1, 1))
     pooled = n_col * np.square(std) + REFERENCE_PRIOR * np.square(global_std)
     spread = np.sqrt(pooled / (n_col + REFERENCE_PRIOR))
-    return (np.atleast_2d(x) - mean) / np.maximum(spread, 1e-6)
+    return cast(np.ndarray, (np.atleast_2d(x) - mean) / np.maximum(spread, 1e-6))
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ class Residual:
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         z = (np.atleast_2d(inputs).astype(np.float64) - self.mean) / self.scale
-        return z @ self.weights.astype(np.float64) + self.bias
+        return cast(np.ndarray, z @ self.weights.astype(np.float64) + self.bias)
 
     def arrays(self, prefix: str = "residual/") -> dict[str, np.ndarray]:
         return {f"{prefix}mean": self.mean.astype(np.float32),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import warnings
 from collections.abc import Sequence
+from typing import cast
 
 import librosa
 import numpy as np
@@ -251,9 +252,9 @@ def extract_batch(clips: Sequence[np.ndarray], sample_rate: int | Sequence[int])
     prepared = [prepare(clip, rate) for clip, rate in zip(clips, rates, strict=True)]
     handcrafted = np.stack([np.concatenate([_spectral_block(s), _prosodic_block(s)]) for s in prepared])
     features = np.hstack([handcrafted, _speaker_embeddings(prepared)])
-    return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0)
+    return cast(np.ndarray, np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0))
 
 
 def extract(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Features of one clip, shape (N_FEATURES,)."""
-    return extract_batch([audio], sample_rate)[0]
+    return cast(np.ndarray, extract_batch([audio], sample_rate)[0])

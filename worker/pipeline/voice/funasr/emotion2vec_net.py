@@ -89,7 +89,7 @@ def _conv_spec(spec: str) -> tuple[tuple[int, int, int], ...]:
 def _channel_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A LayerNorm/GroupNorm of the conv stack over the channels of (B, C, T), in fp32 like the release."""
     if isinstance(norm, nn.GroupNorm):
-        return norm(x.float()).to(x.dtype)
+        return cast(torch.Tensor, norm(x.float()).to(x.dtype))
     assert isinstance(norm, nn.LayerNorm)
     out = F.layer_norm(x.transpose(1, 2).float(), norm.normalized_shape, norm.weight.float(),
                        norm.bias.float(), norm.eps)
@@ -121,7 +121,7 @@ class _Attention(nn.Module):
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return cast(torch.Tensor, self.proj(out.transpose(1, 2).reshape(b, n, c)))
 
 
 class _Mlp(nn.Module):
@@ -131,7 +131,7 @@ class _Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return cast(torch.Tensor, self.fc2(F.gelu(self.fc1(x))))
 
 
 class Block(nn.Module):
@@ -148,9 +148,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         if self.layer_norm_first:
             x = x + self.attn(self.norm1(x), bias)
-            return x + self.mlp(self.norm2(x))
+            return cast(torch.Tensor, x + self.mlp(self.norm2(x)))
         r = self.norm1(x + self.attn(x, bias))
-        return self.norm2(r + self.mlp(r))
+        return cast(torch.Tensor, self.norm2(r + self.mlp(r)))
 
 
 class _BlockEncoder(nn.Module):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def fbank(wave: np.ndarray, fe: FrontEnd) -> np.ndarray:
     n_fft = 1 << int(np.ceil(np.log2(length)))
     power = np.abs(np.fft.rfft(frames, n=n_fft, axis=1)) ** 2
     energies = power.astype(np.float32) @ mel_banks(fe.n_mels, n_fft, fe.sample_rate).T
-    return np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32)
+    return cast(np.ndarray, np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32))
 
 
 def stack_lfr(feats: np.ndarray, m: int, n: int) -> np.ndarray:
@@ -86,7 +87,7 @@ def stack_lfr(feats: np.ndarray, m: int, n: int) -> np.ndarray:
     padded = np.concatenate([np.repeat(feats[:1], (m - 1) // 2, axis=0), feats])
     outputs = int(np.ceil(feats.shape[0] / n))
     index = np.minimum(np.arange(outputs)[:, None] * n + np.arange(m)[None, :], padded.shape[0] - 1)
-    return padded[index].reshape(outputs, m * feats.shape[1])
+    return cast(np.ndarray, padded[index].reshape(outputs, m * feats.shape[1]))
 
 
 def read_cmvn(path: Path) -> tuple[np.ndarray, np.ndarray]:

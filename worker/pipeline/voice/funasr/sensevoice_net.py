@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -89,7 +89,7 @@ class SanmAttention(nn.Module):
         attn_mask = torch.zeros(b, 1, 1, t, dtype=x.dtype, device=x.device).masked_fill(
             ~keep.bool()[:, None, None, :], float("-inf"))
         out = F.scaled_dot_product_attention(split(q), split(k), split(v), attn_mask=attn_mask)
-        return self.linear_out(out.transpose(1, 2).reshape(b, t, -1)) + memory
+        return cast(torch.Tensor, self.linear_out(out.transpose(1, 2).reshape(b, t, -1)) + memory)
 
 
 class FeedForward(nn.Module):
@@ -99,7 +99,7 @@ class FeedForward(nn.Module):
         self.w_2 = nn.Linear(hidden, size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w_2(F.relu(self.w_1(x)))
+        return cast(torch.Tensor, self.w_2(F.relu(self.w_1(x))))
 
 
 class SanmLayer(nn.Module):
@@ -117,7 +117,7 @@ class SanmLayer(nn.Module):
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         attended = self.self_attn(self.norm1(x), keep)
         x = x + attended if self.residual else attended
-        return x + self.feed_forward(self.norm2(x))
+        return cast(torch.Tensor, x + self.feed_forward(self.norm2(x)))
 
 
 class Encoder(nn.Module):
@@ -138,7 +138,7 @@ class Encoder(nn.Module):
         x = self.after_norm(x)
         for layer in self.tp_encoders:
             x = layer(x, keep)
-        return self.tp_norm(x)
+        return cast(torch.Tensor, self.tp_norm(x))
 
 
 def sinusoid(steps: int, depth: int, device: torch.device) -> torch.Tensor:

@@ -24,7 +24,7 @@ width, 1×1 projection shortcut when the width changes); the parameter names (`b
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -46,7 +46,7 @@ class ChannelNorm(nn.LayerNorm):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
-        return self.act(x.permute(0, 3, 1, 2))
+        return cast(torch.Tensor, self.act(x.permute(0, 3, 1, 2)))
 
 
 class ConvNorm(nn.Module):
@@ -56,7 +56,7 @@ class ConvNorm(nn.Module):
         self.bn = ChannelNorm(c_out, act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        return cast(torch.Tensor, self.bn(self.conv(x)))
 
 
 class SqueezeExcite(nn.Module):
@@ -83,7 +83,7 @@ class RegBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv3(self.se(self.conv2(self.conv1(x))))
-        return self.act3(out + self.downsample(x))
+        return cast(torch.Tensor, self.act3(out + self.downsample(x)))
 
 
 class RegStage(nn.Module):
@@ -137,7 +137,7 @@ class AllInOneSmall(nn.Module):
         x = x.permute(0, 2, 1, 3, 4).reshape(b * t2, c, h2, w2)
         x = getattr(self, f"s2_{branch}")(x)
         x = x.reshape(b, t2, c, h2 * w2).permute(0, 1, 3, 2).reshape(b, t2 * h2 * w2, c)
-        return getattr(self, f"readout_{branch}")(x)
+        return cast(torch.Tensor, getattr(self, f"readout_{branch}")(x))
 
     def _face(self, frames: torch.Tensor) -> torch.Tensor:
         b, t, n, _ = frames.shape
