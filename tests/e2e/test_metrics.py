@@ -64,9 +64,12 @@ def test_api_metrics_by_route_template_and_status(client: TestClient, make_tenan
         broker.lrem("notify", 0, b"not a real message")
 
 
-def test_live_streams_open_gauge(client: TestClient) -> None:
+def test_live_streams_open_gauge(client: TestClient, make_tenant) -> None:
+    _, key = make_tenant()
     before = REGISTRY.get_sample_value("callpulse_live_streams_open") or 0.0
-    with client.websocket_connect("/v1/live"):
+    # Authenticated, so the server keeps the socket open waiting for the start message (a socket
+    # without a key is closed at once, which would race the reading below).
+    with client.websocket_connect("/v1/live", headers={"X-API-Key": key}):
         assert REGISTRY.get_sample_value("callpulse_live_streams_open") == before + 1
     deadline = time.monotonic() + 5
     while REGISTRY.get_sample_value("callpulse_live_streams_open") != before and time.monotonic() < deadline:
