@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install system test-system services lint pytest test-unit test-integration test-e2e \
+.PHONY: demo test install system test-system test-tools services lint pytest test-unit test-integration test-e2e \
 	test-contracts bench clean
 
 demo: install
@@ -21,10 +21,12 @@ TORCH_INDEX ?=
 system:
 	PYTHON=$(PYTHON) scripts/ensure-system.sh
 
-# Only the dashboard's browser tests need Chromium, and only the escalation-call tests espeak-ng and
-# sox; `make demo` installs none of them.
-test-system:
+# Only the dashboard's browser tests (e2e) need Chromium, and only the escalation-call tests (unit)
+# espeak-ng and sox; `make demo` installs none of them.
+test-system: test-tools
 	scripts/ensure-chromium.sh
+
+test-tools:
 	PYTHON=$(PYTHON) TEST_TOOLS=1 scripts/ensure-system.sh
 
 $(STAMP): pyproject.toml
@@ -51,7 +53,7 @@ pytest: install services
 # The tiers one at a time. Unit: no Postgres, Redis, worker or browser (seconds to a few minutes,
 # mostly tiny models on CPU). Integration: Postgres and Redis. E2E: real worker processes, API
 # servers and the headless browser on top of those.
-test-unit: install
+test-unit: install test-tools
 	$(BIN)/python -m pytest -q tests/unit tests/contracts
 
 test-integration: install services

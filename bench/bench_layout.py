@@ -23,9 +23,13 @@ import time
 import zipfile
 from pathlib import Path
 
+# Third-party libraries that cost an API process memory and start-up time when imported.
+HEAVY = ("torch", "transformers", "sklearn", "scipy", "librosa", "onnxruntime", "cv2", "numpy", "celery",
+         "kombu", "prometheus_client", "faster_whisper", "ctranslate2")
 PROBE = ("import json, sys, time; t = time.perf_counter(); c = time.process_time(); import api.main; "
          "print(json.dumps({'s': time.perf_counter() - t, 'cpu_s': time.process_time() - c, "
          "'torch': 'torch' in sys.modules, "
+         "'heavy': sorted(m for m in " + repr(HEAVY) + " if m in sys.modules), "
          "'worker': sorted(m for m in sys.modules if m.startswith('worker'))}))")
 # Not part of the package: left out of the copy the wheel is built from.
 SKIP = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "test-artifacts", "__pycache__",
@@ -78,6 +82,7 @@ def main() -> None:
             "api_import_s_all": [round(t, 3) for t in times[name]],
             "api_import_cpu_s_median": round(statistics.median(cpu[name]), 3),
             "api_imports_torch": last[name]["torch"],
+            "api_heavy_imports": last[name]["heavy"],
             "api_worker_modules": len(last[name]["worker"]),
             "api_worker_module_names": last[name]["worker"],
             **wheel,

@@ -122,9 +122,9 @@ def _calls() -> list[tuple[str, dict[str, float]]]:
                 continue
             truth = "neutral"
             if result is results[1] and seg["channel"] == 1:
-                overlap = {t.turn.mood: min(seg["end_s"], t.end_s) - max(seg["start_s"], t.start_s)
-                           for t in turns if t.turn.channel == 1}
-                truth = MOOD_TRUTH[max(overlap, key=overlap.__getitem__)]
+                turn = max((t for t in turns if t.turn.channel == 1),
+                           key=lambda t: min(seg["end_s"], t.end_s) - max(seg["start_s"], t.start_s))
+                truth = MOOD_TRUTH[turn.turn.mood]
             samples.append((truth, dict(seg["scores"])))
     return samples
 

@@ -191,6 +191,7 @@ def overview(request: Request, session: SessionDep, tenant: PageTenantDep,
                                           for k in keys], 0.0, 1.0),
         "valence_line": trend_points(keys, [g.mean_valence for g in by_day], -1.0, 1.0),
         "tables": tables, "conversation": conversation,
+        "live_calls": queries.live_call_count(session, tenant.id),
         "total_calls": sum(g.calls for g in by_day), "line_w": LINE_W,
         # Day labels under the axis: about ten per line chart, twenty under the bars.
         "label_every": max(1, math.ceil(len(keys) / 10)),

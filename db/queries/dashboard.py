@@ -204,3 +204,9 @@ def alert_row(session: Session, tenant_id: uuid.UUID, alert_id: uuid.UUID) -> Al
 def recording_alerts(session: Session, tenant_id: uuid.UUID, recording_id: uuid.UUID,
                      limit: int = 100) -> list[AlertRow]:
     return _alert_rows(session, [Alert.tenant_id == tenant_id, Alert.recording_id == recording_id], limit)
+
+
+def live_call_count(session: Session, tenant_id: uuid.UUID) -> int:
+    """The tenant's calls streaming in right now (/v1/live)."""
+    return int(session.scalar(select(func.count()).select_from(Recording).where(
+        Recording.tenant_id == tenant_id, Recording.status == RecordingStatus.live.value)) or 0)

@@ -73,7 +73,7 @@ def test_live_segments_carry_their_words(api: Api, worker: None, make_tenant) ->
     heard = _said(first)
     assert sum(w in heard.split() for w in ("take", "shape", "long", "round", "arch")) >= 3, heard
     for word in first["words"]:
-        assert first["start_s"] - 0.3 <= word["start_s"] <= word["end_s"] <= first["end_s"] + 0.3
+        assert first["start_s"] - 0.5 <= word["start_s"] <= word["end_s"] <= first["end_s"] + 0.5
     agent = [m for m in got.of("segment") if m["role"] == "agent"]
     assert agent and all(m["label"] is None for m in agent)  # policy: the agent is not analyzed
 

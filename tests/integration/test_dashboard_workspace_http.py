@@ -390,6 +390,12 @@ def test_overview_shows_conversation_measures_per_agent(client: TestClient, make
     assert cells["ann"] == ["2", "20%", "40%", "10%", "2.0", "−0.5", "+1.5"]
     assert cells["bob"] == ["1", "20%", "40%", "10%", "2.0", "+3.0", "−1.0"]
     assert "All calls" in rows[0][1] and 'href="/dashboard/recordings?agent=ann"' in rows[1][1]
+    assert 'id="live-now"' not in page
+    # Calls streaming in now are pointed at from the top of the overview.
+    for _ in range(2):
+        store_call(tenant_id, now, {}, [("customer", "neutral", 2.0, 0.0)], status="live")
+    live = client.get("/dashboard").text.split('id="live-now"')[1].split("</p>")[0]
+    assert 'href="/dashboard/recordings?status=live">2 calls live now</a>' in live
 
     # Another tenant's overview has none of these calls.
     _, other = make_tenant()

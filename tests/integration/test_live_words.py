@@ -62,12 +62,13 @@ def test_which_segments_need_words(make_tenant) -> None:
     client_id, client_segments = _call(tenant_id)
     with transaction() as s:
         put_transcript(s, client_id, "json", [_utterance(1, 5.0, 6.0, "theirs")], source="client")
-    assert live_words.transcribe_live_segments(client_segments, SETTINGS) == 0
+    assert live_words.transcribe_live_segments(client_segments, SETTINGS) == set()
     with transaction() as s:
         row = get_transcript(s, client_id)
         assert row is not None and row.source == "client" and len(row.utterances) == 1
-    assert live_words.transcribe_live_segments(ids, Settings(asr_enabled=True, live_asr_enabled=False)) == 0
-    assert live_words.transcribe_live_segments(ids, Settings(asr_enabled=False)) == 0
+    off = Settings(asr_enabled=True, live_asr_enabled=False)
+    assert live_words.transcribe_live_segments(ids, off) == set()
+    assert live_words.transcribe_live_segments(ids, Settings(asr_enabled=False)) == set()
     assert upload_id != rec_id
 
 

@@ -36,8 +36,6 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
     """Run the emotion model on the segments still lacking its prediction; finish recordings."""
     model = model or runtime.emotion_model(settings)
     _wait_for_a_fuller_batch(segment_ids, settings, model)
-    # A live call has no transcript before its end: its segments get their words here first.
-    live_words.transcribe_live_segments(segment_ids, settings)
     with transaction() as s:
         segments = q.pending_segments(s, segment_ids, model.name, model.version)
         if not segments:
@@ -70,6 +68,11 @@ def infer(segment_ids: list[uuid.UUID], settings: Settings, model: EmotionModel 
                  for seg in runnable if seg.recording_id in sources]
         spans = {seg.id: seg.end_s - seg.start_s for seg in runnable}
 
+    # A live call has no transcript before its end: its segments (borrowed ones too) get their words
+    # here first, and the text model reads them.
+    heard = live_words.transcribe_live_segments([plan.segment_id for plan in plans], settings)
+    if heard and settings.text_model_enabled:
+        live_words.refresh_words(sources, heard)
     # Audio (and video frames) are read, or decoded again if the cache is gone, with no
     # transaction or lock held.
     inputs, keys = inference_inputs.build_inputs(plans, sources, settings, model,

@@ -1,10 +1,11 @@
 """Words for a live call's segments, heard as the call goes on.
 
 An uploaded call gets its transcript from the `asr` stage before any inference; a live call cannot
-wait for its end, so the infer stage calls this first: the segments of its message that belong to a
-call streamed in over /v1/live (and still on its first analysis) are transcribed with the worker's
-ASR model, span by span, and their words are merged into the call's `asr` transcript. The text model
-then reads them like any transcript's words, and the socket's `segment` event carries them.
+wait for its end, so the infer stage calls this before it runs the model: the segments of its batch
+that belong to a call streamed in over /v1/live (and still on its first analysis) are transcribed
+with the worker's ASR model, span by span, and their words are merged into the call's `asr`
+transcript. The text model then reads them like any transcript's words, `words` rules match them,
+and the socket's `segment` event carries them.
 
 Never a reason to lose an analysis: a model that cannot load, audio that does not read or a crash in
 the recogniser costs the words of these segments only (logged), and inference goes on without them.
@@ -29,6 +30,8 @@ from db.session import transaction
 from worker import runtime
 from worker.pipeline.media import audio_store
 from worker.pipeline.speech import asr
+from worker.pipeline.text.transcript_index import TranscriptIndex
+from worker.stages.inference_inputs import Source
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +53,20 @@ class _Call:
     spans: list[asr.Span]
 
 
-def transcribe_live_segments(segment_ids: list[uuid.UUID], settings: Settings) -> int:
-    """Transcribe the live-call segments among ``segment_ids`` that have no words yet; returns how
-    many spans were transcribed. Inference does not depend on it succeeding."""
+def transcribe_live_segments(segment_ids: list[uuid.UUID], settings: Settings) -> set[uuid.UUID]:
+    """Transcribe the live-call segments among ``segment_ids`` that have no words yet; returns the
+    recordings whose transcript got words. Inference does not depend on it succeeding."""
     if not settings.asr_enabled or not settings.live_asr_enabled or not segment_ids:
-        return 0
+        return set()
     calls = _calls_needing_words(segment_ids, settings)
     if not calls:
-        return 0
+        return set()
     try:
         model = runtime.asr_model(settings)
     except asr.AsrUnavailable as exc:
         log.error("no words for live segments: the ASR model did not load (%s)", exc)
-        return 0
-    done = 0
+        return set()
+    done: set[uuid.UUID] = set()
     for call in calls:
         try:
             audio = audio_store.load_or_decode(call.cache, call.media_uri, settings.sample_rate)
@@ -79,8 +82,17 @@ def transcribe_live_segments(segment_ids: list[uuid.UUID], settings: Settings) -
             log.exception("no words for %d segment(s) of live call %s", len(call.spans), call.recording_id)
             continue
         _merge(call.recording_id, rows)
-        done += len(call.spans)
+        done.add(call.recording_id)
     return done
+
+
+def refresh_words(sources: dict[uuid.UUID, Source], recording_ids: set[uuid.UUID]) -> None:
+    """Give the infer stage's sources (read before the words existed) the transcripts just written."""
+    with transaction() as s:
+        for rec_id in recording_ids & set(sources):
+            row = get_transcript(s, rec_id)
+            if row is not None:
+                sources[rec_id].transcript = TranscriptIndex.from_rows(row.utterances)
 
 
 def _calls_needing_words(segment_ids: list[uuid.UUID], settings: Settings) -> list[_Call]:

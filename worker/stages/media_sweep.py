@@ -13,8 +13,9 @@ left behind by crashes rather than by any code path, so only a sweep over the di
   grace period.
 
 Only ``<tenant uuid>/<recording uuid>`` folders are considered: nothing else under the media
-directory is ours to judge. The original media of a recording that exists is never touched here
-(retention owns that)."""
+directory is ours to judge. A media directory belongs to one database: a second deployment (or a
+benchmark with its own database) pointed at the same directory would see its folders as orphans.
+The original media of a recording that exists is never touched here (retention owns that)."""
 
 from __future__ import annotations
 
