@@ -56,6 +56,8 @@ def test_api_process_imports_no_torch_no_stage_bodies_no_tasks() -> None:
     task_modules = {f"worker.jobs.{q}" for q in ("ingest", "asr", "infer", "rules", "notify")}
     assert loaded & task_modules == set()
     assert not {m for m in loaded if m.split(".")[0] in ("training", "sklearn")}
+    # scipy alone doubled the API's start: the signal code the API can reach imports it on first use.
+    assert "scipy" not in loaded
 
 
 def test_pipeline_imports_no_database_and_no_celery() -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from scipy.signal import firwin, lfilter, lfilter_zi
 
 from worker.pipeline.contracts import DecodedAudio
 
@@ -65,19 +64,29 @@ class Format:
         return self.channels * (2 if self.encoding == "pcm_s16le" else 1)
 
 
-class Upsampler:
-    """8 kHz → 16 kHz for one channel: zero stuffing and a windowed-sinc low-pass whose state
-    carries over from frame to frame."""
+def _low_pass_taps(n_taps: int = 63) -> np.ndarray:
+    """Hamming-windowed sinc at half the band (4 kHz of the 16 kHz output), unit gain at DC: the
+    filter scipy's firwin(63, 0.5) designs, computed here so the API process never imports scipy."""
+    n = np.arange(n_taps) - (n_taps - 1) / 2
+    taps = 0.5 * np.sinc(0.5 * n) * np.hamming(n_taps)
+    return np.asarray(taps / taps.sum(), dtype=np.float64)
 
-    TAPS = firwin(63, 0.5) * 2.0  # cutoff at 4 kHz of the 16 kHz output; ×2 restores the level
+
+class Upsampler:
+    """8 kHz → 16 kHz for one channel: zero stuffing and a windowed-sinc low-pass whose state (the
+    last inputs) carries over from frame to frame."""
+
+    TAPS = _low_pass_taps() * 2.0  # ×2 restores the level the zero stuffing halves
 
     def __init__(self) -> None:
-        self.zi = lfilter_zi(self.TAPS, 1.0) * 0.0
+        self.history = np.zeros(self.TAPS.size - 1, dtype=np.float64)
 
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         stuffed = np.zeros(samples.size * 2, dtype=np.float64)
         stuffed[::2] = samples
-        out, self.zi = lfilter(self.TAPS, 1.0, stuffed, zi=self.zi)
+        joined = np.concatenate([self.history, stuffed])
+        out = np.convolve(joined, self.TAPS, mode="valid")
+        self.history = joined[joined.size - self.history.size:]
         return np.asarray(out, dtype=np.float32)
 
 

@@ -14,7 +14,6 @@ from statistics import median
 from typing import cast
 
 import numpy as np
-from scipy.signal import find_peaks, resample_poly
 
 from worker.pipeline.contracts import Acoustics
 
@@ -115,6 +114,8 @@ def track(audio: np.ndarray, sample_rate: int) -> FrameTrack:
     speech = (level_db > loudest - SPEECH_RANGE_DB) & (level_db > MIN_SPEECH_DBFS)
     f0 = np.zeros(frames.shape[0])
     if speech.any():
+        from scipy.signal import resample_poly  # here: the API process imports this module at start
+
         factor = sample_rate // PITCH_RATE_HZ
         low = resample_poly(samples, 1, factor) if factor >= 2 else samples
         low_rate = sample_rate / factor if factor >= 2 else sample_rate
@@ -168,6 +169,8 @@ def measure(audio: np.ndarray, sample_rate: int) -> Acoustics:
         loudness = 10.0 * math.log10(max(float(power.mean()), 1e-10))
         envelope = _smooth(tr.level_db, 5)
         loudness_peak_s = float(int(np.argmax(envelope)) * tr.hop_s)
+        from scipy.signal import find_peaks
+
         peaks, _ = find_peaks(
             envelope,
             prominence=SYLLABLE_PROMINENCE_DB,
