@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from celery.exceptions import SoftTimeLimitExceeded
+
 from callpulse.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ def held(stage: str, recording_ids: Iterable[uuid.UUID], hostname: str | None) -
     try:
         with transaction() as s:
             lease_ids = q.claim(s, recording_ids, stage, node_name(hostname), BOOT, settings.lease_ttl_s)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up (swallowed here, the body would run on with no limit left)
     except Exception:
         # The database is down: the stage itself will fail and retry; nothing to hold.
         log.debug("could not claim leases for %s", stage, exc_info=True)

@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.jobs import names
 
@@ -37,6 +38,8 @@ def send(task: str, args: list[Any], countdown: float | None = None, app: Celery
     global _broker_down
     try:
         _app(app).send_task(task, args=args, countdown=countdown, retry_policy=PUBLISH_RETRY)
+    except SoftTimeLimitExceeded:
+        raise  # the task's time is up, not the broker's: the task records that
     except Exception as exc:
         _broker_down = True
         keep(task, args, countdown, exc)
