@@ -1,7 +1,9 @@
-"""Embedded mode: the same pipeline stages the workers run, called in-process with no servers."""
+"""Embedded mode: the same pipeline stages the workers run, called in-process with no servers (their
+follow-ups run through worker/jobs/inline.py, the same messages the workers send)."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -19,9 +21,11 @@ from db.queries.corrections import put_transcript
 from db.queries.tenants import get_or_create_tenant
 from db.session import transaction
 from worker import runtime
+from worker.jobs.inline import run_inline
 from worker.pipeline.media import decode
 from worker.pipeline.text.transcript import TranscriptError
-from worker.stages import infer, ingest, lifecycle
+from worker.stages import lifecycle
+from worker.stages.lifecycle import Followups
 
 LOCAL_TENANT = "local"
 log = logging.getLogger(__name__)
@@ -118,16 +122,10 @@ def analyze_files(
                 put_transcript(s, rec_id, *words)
 
         try:
-            followups = ingest.ingest(rec_id, settings)
-            if followups.transcribe:  # no --transcript: words first, as a worker does
-                progress.update(n, path.name, "transcribing")
-                followups = _transcribe(rec_id, settings, progress)
-            total = sum(len(b) for b in followups.infer_batches)
-            done = 0
-            for batch in followups.infer_batches:
-                progress.update(n, path.name, f"segments {done}/{total}")
-                infer.infer(batch, settings, model)
-                done += len(batch)
+            # The same follow-ups a worker would send, from ingest on, run here one after another.
+            run_inline(Followups(ingest=[rec_id]), settings, model,
+                       on_status=functools.partial(progress.update, n, path.name),
+                       on_warning=progress.warn)
         except Exception as exc:  # one broken file must not end a multi-file run
             log.exception("analysis of %s failed", path)
             lifecycle.fail_recording(rec_id, f"internal error: {type(exc).__name__}: {exc}"[:500], settings)
@@ -154,18 +152,6 @@ def speed_phrase(audio_s: float, elapsed_s: float) -> str:
     # 30 s, so the ratio says little about long calls; say so instead of printing "0x".
     return (f"{took}, {1 / ratio:.1f}× slower than real time (fixed per-call costs dominate a call this "
             "short; longer calls run faster than real time)")
-
-
-def _transcribe(rec_id: uuid.UUID, settings: Settings, progress: Progress) -> lifecycle.Followups:
-    """The asr stage in-process; whatever goes wrong there, the file is still analyzed by voice."""
-    from worker.stages import asr as asr_stage
-
-    try:
-        return asr_stage.transcribe_recording(rec_id, settings)
-    except Exception as exc:
-        log.exception("ASR of recording %s failed", rec_id)
-        progress.warn(f"speech recognition failed ({type(exc).__name__}: {exc}); analyzing without words")
-        return asr_stage.continue_without_words(rec_id, settings, f"{type(exc).__name__}: {exc}")
 
 
 def _transcript(path: Path | None, info: decode.MediaInfo, roles: dict[str, str]) -> tuple[
