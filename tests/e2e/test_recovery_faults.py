@@ -11,13 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,7 @@ from sqlalchemy import func, select, update
 
 from db.models import Prediction, Recording, Segment, utcnow
 from db.session import transaction
+from tests.broker_support import own_broker
 from tests.support import running_worker
 from worker.jobs import names, outbox
 from worker.jobs.reconnect import EPOCH_KEY
@@ -37,53 +34,6 @@ pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="ne
 # docs/BENCHMARKS.md, "Recovery").
 FAST = {} if os.environ.get("CALLPULSE_FAULTS_PRODUCTION_DEFAULTS") == "1" else {
     "CALLPULSE_LEASE_TTL_S": "4", "CALLPULSE_LEASE_HEARTBEAT_S": "1", "CALLPULSE_SWEEP_INTERVAL_S": "3"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Broker:
-    """A redis-server without persistence: stopping it loses every queue, like a restart would."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.dir = tempfile.mkdtemp(prefix="callpulse-broker-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", self.dir],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                redis.Redis.from_url(self.url).ping()
-                return
-            except redis.exceptions.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError("redis-server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-            self.proc = None
-
-
-@contextmanager
-def own_broker() -> Iterator[Broker]:
-    broker = Broker()
-    try:
-        yield broker
-    finally:
-        broker.kill()
-        shutil.rmtree(broker.dir, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

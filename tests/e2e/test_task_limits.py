@@ -7,15 +7,19 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from celery import Celery
 
 from db.models import Recording
 from db.session import transaction
+from tests.broker_support import Broker, own_broker
 from tests.support import running_worker
 from worker.jobs import names
-from worker.jobs.app import app
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +54,27 @@ def _wait_final(rec_id: uuid.UUID, timeout_s: float) -> Recording:
     raise AssertionError(f"recording {rec_id} not final after {timeout_s} s")
 
 
+@contextmanager
+def _limited_worker(own: Broker) -> Iterator[Callable[[str, list[Any]], object]]:
+    """An ingest worker with a 1 s limit on its own broker; yields how to send it a task."""
+    own.start()
+    sender = Celery("limits", broker=own.url)
+    env = {"CALLPULSE_INGEST_TIME_LIMIT_S": "1", "CALLPULSE_BROKER_URL": own.url}
+    with running_worker("limits", args=("--queues", "ingest", "--concurrency", "1"), env=env,
+                        ping_app=sender):
+        yield lambda name, args: sender.send_task(name, args=args, queue=names.INGEST.queue)
+
+
 def test_ingest_past_its_time_limit_fails_with_the_reason(broker: str, make_tenant, long_call: Path,
                                                           tmp_path: Path) -> None:
     tenant_id, _ = make_tenant(["customer"])
     slow = _recording(tenant_id, long_call)
     missing = _recording(tenant_id, tmp_path / "gone.wav")
-    env = {"CALLPULSE_INGEST_TIME_LIMIT_S": "1"}
-    with running_worker("limits", args=("--queues", "ingest", "--concurrency", "1"), env=env):
+    # A broker of its own: in the full suite, messages and workers of earlier tests share the
+    # suite's queues, and any other consumer of `ingest` would run this call without the limit.
+    with own_broker() as own, _limited_worker(own) as send:
         started = time.monotonic()
-        app.send_task(names.INGEST.name, args=[str(slow)])
+        send(names.INGEST.name, [str(slow)])
         rec = _wait_final(slow, 120)
         took = time.monotonic() - started
         assert rec.status == "failed"
@@ -67,5 +83,5 @@ def test_ingest_past_its_time_limit_fails_with_the_reason(broker: str, make_tena
         # Stopped at the soft limit, not after the hard one (30 s later) killed the process.
         assert took < 30, took
         # The same single pool process takes the next task.
-        app.send_task(names.INGEST.name, args=[str(missing)])
+        send(names.INGEST.name, [str(missing)])
         assert _wait_final(missing, 60).error == "the media file is missing from storage"
