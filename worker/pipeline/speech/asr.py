@@ -199,10 +199,15 @@ def transcribe(
     return to_rows(utterances)
 
 
+def base_language(tag: str) -> str:
+    """"de-DE", "de_DE", " DE " → "de": the language part of a tag, as the recognisers key them."""
+    return tag.strip().lower().replace("_", "-").split("-")[0]
+
+
 def _language_id(model: AsrModel, language: str | None) -> int | None:
     if not language or not model.languages:
         return None
-    code = language.strip().lower().replace("_", "-").split("-")[0]
+    code = base_language(language)
     if code not in model.languages:
         from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
 

@@ -20,7 +20,14 @@ import numpy as np
 
 from worker.pipeline.contracts import DecodedAudio, Word
 from worker.pipeline.media import audio_store
-from worker.pipeline.speech.asr import SPACELESS, AsrUnavailable, Span, _utterances, plan_windows
+from worker.pipeline.speech.asr import (
+    SPACELESS,
+    AsrUnavailable,
+    Span,
+    _utterances,
+    base_language,
+    plan_windows,
+)
 from worker.pipeline.speech.vad import speaker_name
 from worker.pipeline.text.transcript import Utterance, to_rows
 
@@ -66,7 +73,7 @@ class SenseVoiceAsr:
         """"zh-CN" → "zh"; a language SenseVoice was not trained on → None (detected per window)."""
         if not language:
             return None
-        code = language.strip().lower().replace("_", "-").split("-")[0]
+        code = base_language(language)
         if code not in LANGUAGES:
             log.warning("ASR: SenseVoice does not know language %r; detecting it instead", language)
             return None

@@ -29,7 +29,14 @@ import numpy as np
 
 from worker.pipeline.contracts import DecodedAudio, Word
 from worker.pipeline.media import audio_store
-from worker.pipeline.speech.asr import SPACELESS, AsrUnavailable, Span, _utterances, plan_windows
+from worker.pipeline.speech.asr import (
+    SPACELESS,
+    AsrUnavailable,
+    Span,
+    _utterances,
+    base_language,
+    plan_windows,
+)
 from worker.pipeline.speech.vad import speaker_name
 from worker.pipeline.text.transcript import Utterance, to_rows
 
@@ -167,7 +174,7 @@ class Ct2Asr:
         """"de-DE", "de_DE", "de" → "de"; a language the model does not know → None (detected)."""
         if not language:
             return None
-        code = language.strip().lower().replace("_", "-").split("-")[0]
+        code = base_language(language)
         if code not in self.languages:
             log.warning("ASR: language %r is not one Whisper knows; detecting it instead", language)
             return None
